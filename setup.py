@@ -1,0 +1,36 @@
+"""Package definition for the research codebase (see README.md)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="lmrl",
+    version="0.1.0",
+    description="JAX/Flax research codebase: RL for LMs, federated LMs, PEFT and tree tokenisation.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["launch*", "train*", "models*", "data*", "rl*", "fed*",
+                                    "parsing*", "configs*", "bench*"]),
+    install_requires=[
+        "jax>=0.7,<0.11",
+        "flax>=0.11.2,<0.13",
+        "optax>=0.2.5,<0.3",
+        "orbax-checkpoint>=0.11,<0.13",
+        "chex>=0.1.90,<0.2",
+        "tensorflow-datasets>=4.9.9,<4.10",
+        "array-record>=0.8,<0.9",
+        "grain>=0.2.12,<0.3",
+        "sentencepiece>=0.2,<0.3",
+        "ml-collections>=1.1,<2",
+        "absl-py>=2.1,<3",
+        "tensorboardX>=2.6,<3",
+        "dp-accounting>=0.5,<0.7",
+        "tqdm>=4.66,<5",
+        "matplotlib>=3.8,<4",
+        "numpy>=1.26,<3",
+        "scipy>=1.11,<2",
+        "sympy>=1.12,<2",
+        "safetensors>=0.4,<1",
+    ],
+    extras_require={
+        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "ruff>=0.6"],
+    },
+)
