@@ -47,7 +47,7 @@ def test_vmap_equals_loop(tx):
     block = partition.make_block(_clients(3), batch_size=2, num_steps=3)
     s_v, p_v, m_v = _round("vmap", block, _personal(3), tx)
     s_l, p_l, m_l = _round("loop", block, _personal(3), tx)
-    for a, b in zip(jax.tree.leaves(s_v.shared), jax.tree.leaves(s_l.shared, strict=True)):
+    for a, b in zip(jax.tree.leaves(s_v.shared), jax.tree.leaves(s_l.shared), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(p_v["b"], p_l["b"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(m_v["weight"], m_l["weight"])
@@ -89,7 +89,7 @@ def test_padding_changes_nothing():
     padded = padded._replace(mask_csb=mask)
     s_t, p_t, _ = _round("vmap", tight, _personal(3))
     s_p, p_p, _ = _round("vmap", padded, _personal(6))
-    for a, b in zip(jax.tree.leaves(s_t.shared), jax.tree.leaves(s_p.shared, strict=True)):
+    for a, b in zip(jax.tree.leaves(s_t.shared), jax.tree.leaves(s_p.shared), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(p_p["b"][:3], p_t["b"], rtol=1e-6)
     np.testing.assert_allclose(p_p["b"][3:], _personal(6)["b"][3:])  # padded clients untouched
