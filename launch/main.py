@@ -1,0 +1,58 @@
+"""Entry point: `python -m launch.main --config=configs/X.py[:variant] --workdir=DIR`.
+
+Parses flags (config locked, so misspelt keys fail), initialises multi-host JAX if asked, writes the
+resolved config to the workdir (refusing a workdir that holds another experiment), and calls the
+runner named by `config.experiment`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from launch.workdir import UserError, prepare_workdir
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file[:variant].", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default runs/<experiment>).")
+_MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize first.")
+_COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
+_NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
+_PID = flags.DEFINE_integer("process_id", None, "This process's id (multi-host).")
+
+
+def main(argv):
+    del argv
+    config = _CONFIG.value
+    if config is None:
+        raise app.UsageError("--config is required, e.g. --config=configs/spg.py")
+    if _MULTIHOST.value:
+        import jax
+
+        jax.distributed.initialize(
+            coordinator_address=_COORD.value, num_processes=_NPROC.value, process_id=_PID.value
+        )
+    workdir = _WORKDIR.value or os.path.join("runs", config.experiment)
+    try:
+        prepare_workdir(config, workdir)
+        from launch.experiments import get_runner
+
+        result = get_runner(config.experiment)(config, workdir)
+    except UserError as e:
+        if os.environ.get("LMRL_TRACEBACK") == "1":
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return result
+
+
+def run_main():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run_main()

@@ -1,0 +1,112 @@
+"""The one table from logical axis names to mesh axes, mesh construction, and shardings.
+
+Parameters and activations name their axes logically (`batch`, `length`, `embed`, `mlp`, `heads`,
+`kv`, `vocab`); only this module knows the mesh axes `data`, `fsdp` and `tensor`:
+
+- `batch` is split over `data` and `fsdp` (FSDP shards the batch too),
+- `embed` is split over `fsdp` (parameters and optimizer state are sharded, gathered per use),
+- `mlp`, `heads` and `vocab` are split over `tensor` (Megatron-style tensor parallelism).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+LOGICAL_RULES: dict[str, str | tuple[str, ...] | None] = {
+    "batch": ("data", "fsdp"),
+    "length": None,
+    "embed": "fsdp",
+    "mlp": "tensor",
+    "heads": "tensor",
+    "kv": None,
+    "vocab": "tensor",
+    "layers": None,
+}
+
+
+def make_mesh(shape: tuple[int, int, int] = (-1, 1, 1), devices=None) -> Mesh:
+    """A (data, fsdp, tensor) mesh with Auto axes; -1 in `shape` takes the remaining devices."""
+    devices = list(devices if devices is not None else jax.devices())
+    shape = list(shape)
+    if len(shape) != 3:
+        raise ValueError(f"mesh shape must have 3 entries (data, fsdp, tensor), got {shape}")
+    if shape.count(-1) > 1:
+        raise ValueError(f"at most one -1 in the mesh shape, got {shape}")
+    known = int(np.prod([s for s in shape if s != -1]))
+    if -1 in shape:
+        shape[shape.index(-1)] = len(devices) // known
+    if int(np.prod(shape)) != len(devices):
+        raise ValueError(
+            f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, have {len(devices)}"
+        )
+    arr = np.asarray(devices).reshape(shape)
+    return Mesh(arr, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+
+
+def logical_to_spec(names, mesh: Mesh | None = None) -> PartitionSpec:
+    """Maps a tuple of logical names to a PartitionSpec, dropping mesh axes of size 1 or reused."""
+    used, out = set(), []
+    for name in names or ():
+        if name is not None and name not in LOGICAL_RULES:
+            raise KeyError(f"logical axis {name!r} has no sharding rule; add it to LOGICAL_RULES")
+        rule = LOGICAL_RULES.get(name) if name is not None else None
+        axes = (rule,) if isinstance(rule, str) else tuple(rule or ())
+        keep = tuple(a for a in axes if a not in used and (mesh is None or mesh.shape[a] > 1))
+        used.update(keep)
+        out.append(keep[0] if len(keep) == 1 else (keep or None))
+    return PartitionSpec(*out)
+
+
+def _fit_spec(spec: PartitionSpec, shape, mesh: Mesh) -> PartitionSpec:
+    """Replicates any dimension that the mesh axes do not divide evenly."""
+    out = []
+    for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        size = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+        out.append(axes if names and dim % size == 0 else None)
+    return PartitionSpec(*out)
+
+
+def constrain(x: jax.Array, names) -> jax.Array:
+    """Sharding constraint by logical names inside a mesh context; identity without one."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh is None or mesh.empty or mesh.size == 1 or not set(MESH_AXES) <= set(mesh.axis_names):
+        return x
+    spec = _fit_spec(logical_to_spec(names, mesh), x.shape, mesh)
+    return jax.lax.with_sharding_constraint(x, spec)
+
+
+def state_shardings(state, mesh: Mesh):
+    """NamedShardings for an nnx.State (or any pytree of nnx Variables / arrays).
+
+    Variables with `out_sharding` metadata follow the logical table; everything else is
+    replicated. Works on abstract states (`nnx.eval_shape`) too.
+    """
+
+    def one(leaf):
+        names = None
+        if isinstance(leaf, nnx.Variable):
+            names = leaf.get_metadata().get("out_sharding")
+            value = leaf.get_value()
+        else:
+            value = leaf
+        shape = getattr(value, "shape", ())
+        if not names or len(names) != len(shape):
+            return NamedSharding(mesh, PartitionSpec())
+        return NamedSharding(mesh, _fit_spec(logical_to_spec(names, mesh), shape, mesh))
+
+    return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    """Leading axis split over (data, fsdp); the rest replicated."""
+    return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1), mesh))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())

@@ -1,0 +1,290 @@
+"""Decoder-only Transformer (RMSNorm, RoPE, SwiGLU, grouped-query attention) in Flax NNX.
+
+One network serves every method: `causal=True` for autoregressive LMs (with a KV cache for
+decoding) and `causal=False` for masked-diffusion LMs and encoders. Every parameter carries logical
+axis names (`embed`, `mlp`, `heads`, `kv`, `vocab`); activations are constrained by logical names
+through `models.sharding.constrain`, which is a no-op outside a mesh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from models.sharding import constrain
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def as_dtype(name: str | Any) -> Any:
+    """Maps a config dtype string to a jnp dtype (passes dtypes through)."""
+    if not isinstance(name, str):
+        return name
+    if name not in _DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Architecture hyper-parameters. `d_model` must equal `n_heads * head_dim`."""
+
+    vocab_size: int
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    d_ff: int = 512
+    max_len: int = 256
+    causal: bool = True
+    rope_theta: float = 10000.0
+    param_dtype: str = "float32"
+    dtype: str = "float32"
+    norm_eps: float = 1e-6
+    tie_embeddings: bool = False
+
+    def __post_init__(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @classmethod
+    def from_config(cls, cd, **overrides) -> TransformerConfig:
+        """Builds from a ConfigDict/dict, ignoring keys that are not architecture fields."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in dict(cd).items() if k in names}
+        kw.update(overrides)
+        return cls(**kw)
+
+    def num_params(self, *, embeddings: bool = True) -> int:
+        d, f, h, k, hd = self.d_model, self.d_ff, self.n_heads, self.n_kv_heads, self.head_dim
+        per_layer = d * h * hd + 2 * d * k * hd + h * hd * d + 3 * d * f + 2 * d
+        emb = self.vocab_size * d * (1 if self.tie_embeddings else 2) if embeddings else 0
+        return self.n_layers * per_layer + d + emb
+
+
+class TransformerOutput(NamedTuple):
+    logits: jax.Array  # [B, T, V] float32
+    final: jax.Array  # [B, T, D] final-normed hidden state
+    hidden: jax.Array | None  # [n_layers + 1, B, T, D] or None
+    cache: dict | None
+
+
+def _param(rngs: nnx.Rngs, shape, dtype, fan_in_axes, names) -> nnx.Param:
+    """A fan-in-scaled parameter tagged with logical axis names."""
+    init = nnx.initializers.variance_scaling(
+        1.0, "fan_in", "truncated_normal", in_axis=fan_in_axes, out_axis=-1
+    )
+    return nnx.Param(init(rngs.params(), shape, dtype), out_sharding=names)
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float, param_dtype, *, rngs: nnx.Rngs):
+        del rngs
+        self.eps = eps
+        self.scale = nnx.Param(jnp.ones((dim,), param_dtype), out_sharding=("embed",))
+
+    def __call__(self, x):
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+
+
+def rope(x_bthd: jax.Array, positions_bt: jax.Array, theta: float) -> jax.Array:
+    """Rotary position embedding (rotate-half convention, as in Llama/LLaDA)."""
+    hd = x_bthd.shape[-1]
+    freq = theta ** (-jnp.arange(0, hd // 2, dtype=jnp.float32) * 2.0 / hd)
+    ang = positions_bt.astype(jnp.float32)[..., None] * freq  # [B, T, hd/2]
+    sin, cos = jnp.sin(ang)[:, :, None, :], jnp.cos(ang)[:, :, None, :]
+    x1, x2 = jnp.split(x_bthd.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_bthd.dtype)
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        pd, dt = as_dtype(cfg.param_dtype), as_dtype(cfg.dtype)
+        h, k, hd, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_model
+        mk = lambda shape, in_axes, names: _param(rngs, shape, pd, in_axes, names)
+        self.wq = mk((d, h, hd), 0, ("embed", "heads", "kv"))
+        self.wk = mk((d, k, hd), 0, ("embed", "heads", "kv"))
+        self.wv = mk((d, k, hd), 0, ("embed", "heads", "kv"))
+        self.wo = mk((h, hd, d), (0, 1), ("heads", "kv", "embed"))
+        self.dtype = dt
+
+    def __call__(self, x_btd, positions_bt, mask_bqk, layer_cache, cache_index):
+        cfg, dt = self.cfg, self.dtype
+        q = jnp.einsum("btd,dhk->bthk", x_btd, self.wq[...].astype(dt))
+        k = jnp.einsum("btd,dhk->bthk", x_btd, self.wk[...].astype(dt))
+        v = jnp.einsum("btd,dhk->bthk", x_btd, self.wv[...].astype(dt))
+        q = rope(q, positions_bt, cfg.rope_theta)
+        k = rope(k, positions_bt, cfg.rope_theta)
+        q = constrain(q, ("batch", "length", "heads", "kv"))
+        new_cache = None
+        if layer_cache is not None:
+            ck = jax.lax.dynamic_update_slice_in_dim(
+                layer_cache["k"], k.astype(layer_cache["k"].dtype), cache_index, axis=1
+            )
+            cv = jax.lax.dynamic_update_slice_in_dim(
+                layer_cache["v"], v.astype(layer_cache["v"].dtype), cache_index, axis=1
+            )
+            new_cache = {"k": ck, "v": cv}
+            k, v = ck.astype(dt), cv.astype(dt)
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask_bqk[:, None, :, :])
+        out = constrain(out, ("batch", "length", "heads", "kv"))
+        return jnp.einsum("bthk,hkd->btd", out, self.wo[...].astype(dt)), new_cache
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+        pd = as_dtype(cfg.param_dtype)
+        d, f = cfg.d_model, cfg.d_ff
+        self.w_gate = _param(rngs, (d, f), pd, 0, ("embed", "mlp"))
+        self.w_up = _param(rngs, (d, f), pd, 0, ("embed", "mlp"))
+        self.w_down = _param(rngs, (f, d), pd, 0, ("mlp", "embed"))
+        self.dtype = as_dtype(cfg.dtype)
+
+    def __call__(self, x_btd):
+        dt = self.dtype
+        g = x_btd @ self.w_gate[...].astype(dt)
+        u = x_btd @ self.w_up[...].astype(dt)
+        h = constrain(jax.nn.silu(g) * u, ("batch", "length", "mlp"))
+        return h @ self.w_down[...].astype(dt)
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+        pd = as_dtype(cfg.param_dtype)
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps, pd, rngs=rngs)
+        self.attn = Attention(cfg, rngs=rngs)
+        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps, pd, rngs=rngs)
+        self.mlp = MLP(cfg, rngs=rngs)
+
+    def __call__(self, x, positions, mask, layer_cache, cache_index):
+        a, new_cache = self.attn(self.attn_norm(x), positions, mask, layer_cache, cache_index)
+        x = x + a
+        x = x + self.mlp(self.mlp_norm(x))
+        return constrain(x, ("batch", "length", "embed")), new_cache
+
+
+class Transformer(nnx.Module):
+    """Decoder-only Transformer; see the module docstring."""
+
+    def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        pd = as_dtype(cfg.param_dtype)
+        self.dtype = as_dtype(cfg.dtype)
+        emb = nnx.initializers.normal(1.0)(rngs.params(), (cfg.vocab_size, cfg.d_model), pd)
+        self.embed = nnx.Param(emb, out_sharding=("vocab", "embed"))
+        self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
+        self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps, pd, rngs=rngs)
+        if not cfg.tie_embeddings:
+            self.unembed = _param(rngs, (cfg.d_model, cfg.vocab_size), pd, 0, ("embed", "vocab"))
+
+    def head(self, h_btd: jax.Array) -> jax.Array:
+        """Projects final-normed states to float32 logits [B, T, V]."""
+        if self.cfg.tie_embeddings:
+            w = self.embed[...].astype(self.dtype).T
+        else:
+            w = self.unembed[...].astype(self.dtype)
+        logits = jnp.einsum(
+            "btd,dv->btv", h_btd.astype(self.dtype), w, preferred_element_type=jnp.float32
+        )
+        return constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+
+    def init_cache(self, batch: int, max_len: int, dtype=None) -> dict:
+        """Empty KV cache: per-layer k/v [B, S, K, hd], key validity [B, S] and the write index."""
+        cfg = self.cfg
+        dtype = dtype or self.dtype
+        shape = (batch, max_len, cfg.n_kv_heads, cfg.head_dim)
+        layers = [
+            {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+            for _ in range(cfg.n_layers)
+        ]
+        return {
+            "layers": layers,
+            "valid": jnp.zeros((batch, max_len), bool),
+            "index": jnp.zeros((), jnp.int32),
+        }
+
+    def __call__(
+        self,
+        tokens_bt: jax.Array,
+        *,
+        mask_bt: jax.Array | None = None,
+        positions_bt: jax.Array | None = None,
+        cache: dict | None = None,
+        return_hidden: bool = False,
+        embeddings_btd: jax.Array | None = None,
+    ) -> TransformerOutput:
+        """Runs the network.
+
+        Args:
+          tokens_bt: int tokens [B, T].
+          mask_bt: bool key-padding mask [B, T] (True = real token); padding is never attended to.
+          positions_bt: RoPE positions [B, T]; default: count of real tokens before each slot (so
+            left padding does not shift positions), offset by the cache contents when decoding.
+          cache: from `init_cache`; the T new tokens are written at `cache["index"]`.
+          return_hidden: also return every layer's hidden state [n_layers + 1, B, T, D].
+          embeddings_btd: optional input embeddings replacing the token lookup (prompt tuning).
+
+        Returns:
+          TransformerOutput(logits [B,T,V] fp32, final [B,T,D], hidden or None, cache or None).
+        """
+        cfg = self.cfg
+        b, t = tokens_bt.shape
+        if mask_bt is None:
+            mask_bt = jnp.ones((b, t), bool)
+        if cache is None:
+            if positions_bt is None:
+                positions_bt = jnp.maximum(jnp.cumsum(mask_bt, axis=1) - 1, 0)
+            key_valid = mask_bt
+            q_slot = k_slot = jnp.arange(t)
+            index = 0
+        else:
+            index = cache["index"]
+            key_valid = jax.lax.dynamic_update_slice_in_dim(cache["valid"], mask_bt, index, axis=1)
+            if positions_bt is None:
+                prev = jnp.sum(cache["valid"], axis=1, keepdims=True)
+                positions_bt = prev + jnp.maximum(jnp.cumsum(mask_bt, axis=1) - 1, 0)
+            q_slot = index + jnp.arange(t)
+            k_slot = jnp.arange(key_valid.shape[1])
+        attn_mask = jnp.broadcast_to(key_valid[:, None, :], (b, t, key_valid.shape[1]))
+        if cfg.causal:
+            attn_mask = attn_mask & (k_slot[None, None, :] <= q_slot[None, :, None])
+        # A padded query row with no valid key would give NaNs; let it see itself-free uniform mix.
+        attn_mask = attn_mask | ~jnp.any(attn_mask, axis=-1, keepdims=True)
+
+        if embeddings_btd is None:
+            x = jnp.take(self.embed[...], tokens_bt, axis=0).astype(self.dtype)
+        else:
+            x = embeddings_btd.astype(self.dtype)
+        x = constrain(x, ("batch", "length", "embed"))
+        hidden = [x] if return_hidden else None
+        new_layers = []
+        for i, block in enumerate(self.blocks):
+            layer_cache = cache["layers"][i] if cache is not None else None
+            x, lc = block(x, positions_bt, attn_mask, layer_cache, index)
+            new_layers.append(lc)
+            if return_hidden:
+                hidden.append(x)
+        final = self.final_norm(x)
+        logits = self.head(final)
+        new_cache = None
+        if cache is not None:
+            new_cache = {"layers": new_layers, "valid": key_valid, "index": index + t}
+        return TransformerOutput(
+            logits, final, jnp.stack(hidden) if return_hidden else None, new_cache
+        )

@@ -1,0 +1,96 @@
+"""The training loop: resume, log, evaluate, checkpoint, progress bar.
+
+Batches are a pure function of the step (`batch_fn(step)`), so the data position is the step
+stored in the checkpoint and an interrupted run resumes with exactly the batches and RNG it would
+have used. Metrics are pulled to the host only at logging steps.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import jax
+from tqdm.auto import tqdm
+
+from train.checkpoint import Checkpointer
+from train.metrics import MetricWriter
+
+
+def restore_or(ckpt: Checkpointer | None, state, *, expect_extra: dict | None = None):
+    """Restores the latest checkpoint into `state`'s structure, or returns `state` unchanged.
+
+    Returns:
+      (state, extra, resumed: bool)
+    """
+    if ckpt is None:
+        return state, {}, False
+    out = ckpt.restore(state)
+    if out is None:
+        return state, {}, False
+    restored, extra = out
+    return restored, extra, True
+
+
+def fit(
+    *,
+    state,
+    update_fn: Callable,
+    batch_fn: Callable[[int], object],
+    num_steps: int,
+    writer: MetricWriter,
+    ckpt: Checkpointer | None = None,
+    ckpt_every: int = 0,
+    log_every: int = 10,
+    eval_fn: Callable | None = None,
+    eval_every: int = 0,
+    extra: dict | None = None,
+    desc: str = "train",
+    prefix_step: int = 0,
+):
+    """Runs `update_fn` from `state.step` to `num_steps`.
+
+    Args:
+      state: TrainState (restored or fresh); its `step` is where training resumes.
+      update_fn: jitted `(state, batch) -> (state, metrics)`.
+      batch_fn: `step -> batch` (deterministic in the step).
+      num_steps: total number of update calls for this stage.
+      writer: metric writer; metrics are logged at global step `prefix_step + step`.
+      ckpt / ckpt_every: checkpoint manager and period (0 = only at the end).
+      log_every: logging period.
+      eval_fn / eval_every: `state -> dict` of eval metrics, logged at that period and at the end.
+      extra: JSON metadata stored with every checkpoint (stage names etc.).
+      desc: progress-bar label.
+      prefix_step: offset added to logged steps (for multi-stage runs).
+
+    Returns:
+      (state, last_logged_metrics: dict[str, float])
+    """
+    start = int(jax.device_get(state.step))
+    last: dict[str, float] = {}
+    bar = tqdm(
+        total=num_steps,
+        initial=start,
+        desc=desc,
+        dynamic_ncols=True,
+        disable=os.environ.get("LMRL_NO_PROGRESS") == "1",
+    )
+    for step in range(start, num_steps):
+        state, metrics = update_fn(state, batch_fn(step))
+        done = step + 1
+        if done % max(log_every, 1) == 0 or done == num_steps:
+            last = writer.write(prefix_step + done, metrics)
+            bar.set_postfix(loss=f"{last.get('train/loss', float('nan')):.4f}")
+        if eval_fn is not None and eval_every and done % eval_every == 0 and done != num_steps:
+            writer.write(prefix_step + done, eval_fn(state))
+        if ckpt is not None and ckpt_every and done % ckpt_every == 0 and done != num_steps:
+            ckpt.save(done, state, extra)
+        bar.update(1)
+    bar.close()
+    if eval_fn is not None:
+        last.update(writer.write(prefix_step + num_steps, eval_fn(state)))
+    if ckpt is not None and ckpt.latest_step() != num_steps:
+        ckpt.save(num_steps, state, extra, force=True)
+        ckpt.wait()
+    writer.flush()
+    return state, last

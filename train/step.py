@@ -1,0 +1,120 @@
+"""The shared jitted update step: microbatch scan, gradient accumulation, clipping, skip-on-NaN.
+
+`make_update_step(loss_fn, tx)` returns `update(state, batch) -> (state, metrics)`, jitted once
+with the state donated. A loss function returns a sum and a denominator, so splitting a batch into
+microbatches never changes its meaning: the gradient is sum_m grad(loss_sum_m) / sum_m denom_m.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from train.state import TrainState
+
+LossFn = Callable[..., tuple[jax.Array, jax.Array, dict]]
+
+
+def _split_micro(batch, m: int):
+    def one(x):
+        if x.shape[0] % m:
+            raise ValueError(f"batch axis {x.shape[0]} is not divisible by {m} microbatches")
+        return x.reshape((m, x.shape[0] // m) + x.shape[1:])
+
+    return jax.tree.map(one, batch)
+
+
+def _where(ok, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
+def make_update_step(
+    loss_fn: LossFn,
+    tx: optax.GradientTransformation,
+    *,
+    num_microbatches: int = 1,
+    state_sharding=None,
+    batch_sharding=None,
+    donate: bool = True,
+):
+    """Builds the jitted update step.
+
+    Args:
+      loss_fn: `(params, frozen, batch, rng) -> (loss_sum, denom, aux)`; aux values are scalars
+        averaged over microbatches (name them `group/name`).
+      tx: optax transformation for `state.params` (clipping included, see train/optim.py).
+      num_microbatches: the batch's leading axis is split into this many chunks, scanned with
+        gradient accumulation (one optimizer step per call).
+      state_sharding / batch_sharding: explicit shardings (pytrees of NamedSharding) or None.
+      donate: donate the input state's buffers.
+
+    Returns:
+      `update(state, batch) -> (state, metrics)`; metrics hold `train/loss`, `train/grad_norm`,
+      `train/skipped` and the aux values.
+    """
+
+    def grads_of(params, frozen, batch, rng):
+        def f(p):
+            loss_sum, denom, aux = loss_fn(p, frozen, batch, rng)
+            return loss_sum, (denom, aux)
+
+        (loss_sum, (denom, aux)), g = jax.value_and_grad(f, has_aux=True)(params)
+        return loss_sum, denom, aux, g
+
+    def update(state: TrainState, batch):
+        rng, step_rng = jax.random.split(state.rng)
+        if num_microbatches == 1:
+            loss_sum, denom, aux, g = grads_of(state.params, state.frozen, batch, step_rng)
+        else:
+            micro = _split_micro(batch, num_microbatches)
+
+            def body(carry, xs):
+                mb, i = xs
+                l, d, a, g = grads_of(
+                    state.params, state.frozen, mb, jax.random.fold_in(step_rng, i)
+                )
+                acc = jax.tree.map(jnp.add, carry, (l, d, a, g))
+                return acc, None
+
+            zeros = jax.eval_shape(
+                grads_of, state.params, state.frozen, jax.tree.map(lambda x: x[0], micro), step_rng
+            )
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
+            (loss_sum, denom, aux, g), _ = jax.lax.scan(
+                body, zeros, (micro, jnp.arange(num_microbatches))
+            )
+            aux = jax.tree.map(lambda a: a / num_microbatches, aux)
+        safe_denom = jnp.where(denom > 0, denom, 1.0).astype(jnp.float32)
+        g = jax.tree.map(lambda x: x / safe_denom.astype(x.dtype), g)
+        loss = loss_sum / safe_denom
+        gnorm = optax.global_norm(g)
+        ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+        # Zero non-finite grads before the optimizer so its moments stay finite either way.
+        g = jax.tree.map(lambda x: jnp.where(ok, x, 0.0), g)
+        updates, opt_state = tx.update(g, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new = state.replace(
+            params=_where(ok, params, state.params),
+            opt_state=_where(ok, opt_state, state.opt_state),
+            step=state.step + 1,
+            rng=rng,
+            skipped=state.skipped + (~ok).astype(jnp.int32),
+        )
+        metrics = {
+            "train/loss": loss,
+            "train/grad_norm": gnorm,
+            "train/skipped": new.skipped,
+            "train/denom": denom,
+            **aux,
+        }
+        return new, metrics
+
+    kw = {}
+    if state_sharding is not None or batch_sharding is not None:
+        kw = dict(
+            in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None)
+        )
+    return jax.jit(update, donate_argnums=(0,) if donate else (), **kw)
