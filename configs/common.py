@@ -54,9 +54,8 @@ def parse_variant(arg: str | None, defaults: dict, choices: dict | None = None) 
         except ValueError as e:
             raise ValueError(f"bad value for config variant {key!r}: {e}") from None
         if key in choices and out[key] not in choices[key]:
-            raise ValueError(
-                f"config variant {key}={out[key]!r} is not one of {', '.join(map(str, choices[key]))}"
-            )
+            allowed = ", ".join(map(str, choices[key]))
+            raise ValueError(f"config variant {key}={out[key]!r} is not one of {allowed}")
     return out
 
 

@@ -4,7 +4,7 @@ For READ (arXiv:2305.15348, spec §7.1/§7.3): the frozen backbone is pretrained
 corpus from this grammar, then adapted to downstream tasks drawn from the same grammar:
 
 - `topic`   single-sentence classification (SST-2 analogue): the topic most content words come from.
-- `agree`   single-sentence acceptability (CoLA analogue): is subject-verb/determiner agreement kept?
+- `agree`   single-sentence acceptability (CoLA analogue): is subject-verb agreement kept?
 - `pair`    sentence-pair classification (MRPC analogue): does B have the same subject noun as A?
 - `overlap` sentence-pair regression (STS-B analogue): 0-5 score, how many of A's five attributes
   (subject, adjective, verb, adverb, object) B repeats.

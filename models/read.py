@@ -1,4 +1,4 @@
-"""READ: REcurrent ADaptation of a frozen backbone (arXiv:2305.15348, spec ../shared/papers/read.md).
+"""READ: REcurrent ADaptation of a frozen backbone (arXiv:2305.15348, spec: papers/read.md).
 
 A small RNN reads the frozen backbone's per-layer hidden states *across the layer index*, one
 sequence per token (RNN batch = B*T, RNN time = layer), and adds a correction to the backbone's

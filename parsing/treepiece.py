@@ -53,7 +53,7 @@ def _match(u, v, labels, kids, leaf):
     if len(uk) != len(kids[v]):
         return None
     sites = []
-    for a, c in zip(uk, kids[v]):
+    for a, c in zip(uk, kids[v], strict=True):
         if a == OPEN:
             sites.append(c)
         else:
@@ -173,7 +173,7 @@ class TreePiece:
         new_units = []
         while len(units) + len(new_units) < vocab_size:
             pairs = collections.Counter()
-            for (f, n), m in zip(flats, merged):
+            for (f, n), m in zip(flats, merged, strict=True):
                 for r in roots(f, m):
                     for k, c in enumerate(sites(f, m, r)):
                         pairs[(key(f, m, r), k, key(f, m, c))] += n
@@ -183,7 +183,7 @@ class TreePiece:
             if best < min_count:
                 break
             new_units.append(_substitute(pu, k, cu))
-            for (f, _), m in zip(flats, merged):
+            for (f, _), m in zip(flats, merged, strict=True):
                 for r in roots(f, m):  # pre-order; keys are recomputed after each merge
                     if r in m or key(f, m, r) != pu:
                         continue

@@ -73,10 +73,10 @@ def make_update_step(
 
             def body(carry, xs):
                 mb, i = xs
-                l, d, a, g = grads_of(
+                loss_i, d, a, g = grads_of(
                     state.params, state.frozen, mb, jax.random.fold_in(step_rng, i)
                 )
-                acc = jax.tree.map(jnp.add, carry, (l, d, a, g))
+                acc = jax.tree.map(jnp.add, carry, (loss_i, d, a, g))
                 return acc, None
 
             zeros = jax.eval_shape(
