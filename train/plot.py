@@ -13,7 +13,11 @@ from train.metrics import read_metrics  # noqa: E402
 
 
 def plot_metrics(jsonl_path: str, keys: list[str], out_png: str, title: str | None = None) -> str:
-    """Plots each metric in `keys` (those present) against step, one panel each; returns the path."""
+    """Plots each metric in `keys` (those present) against step, one panel each.
+
+    Returns:
+      The PNG path.
+    """
     recs = read_metrics(jsonl_path)
     keys = [k for k in keys if any(isinstance(r.get(k), (int, float)) for r in recs)]
     n = max(len(keys), 1)
