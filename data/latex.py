@@ -1,0 +1,228 @@
+"""A small, safe converter of simple LaTeX math answers to sympy, and numeric equivalence.
+
+Used for MATH500-style answer checking (SPG arXiv:2510.09541 §7; JEPO arXiv:2503.19618 uses
+SymPy-verified rewards). `sympy.parsing.latex` needs antlr and `parse_expr` evaluates Python, so we
+parse a whitelisted subset ourselves and build sympy objects directly: numbers, single-letter
+variables, `+ - * / ^`, implicit multiplication, `\\frac`, `\\sqrt[n]{}`, `\\pi`, `\\infty`,
+`\\cdot`, `\\times`, `\\div`, brackets, and top-level tuples. Limits: 200 characters, nesting 20,
+30-digit literals, integer exponents up to 1000; a deadline is checked at every token, and the
+numeric comparison runs under SIGALRM when called on the main thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+import threading
+import time
+
+MAX_CHARS = 200
+MAX_DEPTH = 20
+MAX_DIGITS = 30
+MAX_EXPONENT = 1000
+_TOKEN_RE = re.compile(r"\\[a-zA-Z]+|\d+(?:\.\d+)?|\.\d+|[a-zA-Z]|[-+*/^(){}\[\],]")
+_ALLOWED_CHARS = re.compile(r"[0-9a-zA-Z\\+\-*/^(){}\[\],. ]*")
+_DROP = ("\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "\\ ", "$", "^\\circ", "^{\\circ}", "\\%")
+_FUNCS = {"frac", "dfrac", "tfrac", "sqrt", "pi", "infty", "cdot", "times", "div"}
+
+
+class LatexError(ValueError):
+    """Not a supported, bounded LaTeX expression."""
+
+
+class _Parser:
+    def __init__(self, tokens: list[str], deadline: float):
+        import sympy
+
+        self.sp, self.tokens, self.pos, self.depth, self.deadline = sympy, tokens, 0, 0, deadline
+
+    def peek(self) -> str | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self, expected: str | None = None) -> str:
+        tok = self.peek()
+        if tok is None or (expected is not None and tok != expected):
+            raise LatexError(f"expected {expected!r}, got {tok!r}")
+        if time.perf_counter() > self.deadline:
+            raise LatexError("time limit exceeded")
+        self.pos += 1
+        return tok
+
+    def expr(self):
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise LatexError("nested too deeply")
+        value = self.term()
+        while self.peek() in ("+", "-"):
+            value = value + self.term() if self.take() == "+" else value - self.term()
+        self.depth -= 1
+        return value
+
+    def starts_atom(self, tok: str | None) -> bool:
+        return tok is not None and (
+            tok[0].isalnum()
+            or tok[0] == "."
+            or tok in ("(", "{", "[")
+            or tok[1:] in ("frac", "dfrac", "tfrac", "sqrt", "pi", "infty")
+        )
+
+    def term(self):
+        value = self.signed()
+        while True:
+            tok = self.peek()
+            if tok in ("*", "\\cdot", "\\times"):
+                self.take()
+                value = value * self.signed()
+            elif tok in ("/", "\\div"):
+                self.take()
+                value = value / self.signed()
+            elif self.starts_atom(tok):
+                value = value * self.power()  # implicit multiplication: 2\pi, 3x, 2(x+1)
+            else:
+                return value
+
+    def signed(self):
+        if self.peek() in ("+", "-"):
+            return -self.signed() if self.take() == "-" else self.signed()
+        return self.power()
+
+    def power(self):
+        base = self.atom()
+        if self.peek() == "^":
+            self.take()
+            exponent = self.group(single_digit=True)
+            if exponent.is_Number and abs(exponent) > MAX_EXPONENT:
+                raise LatexError("exponent too large")
+            base = self.sp.Pow(base, exponent)
+        return base
+
+    def group(self, single_digit: bool = False):
+        """A `{...}` group or a single token (`\\frac12`, `x^2`: one digit)."""
+        tok = self.peek()
+        if tok == "{":
+            return self.atom()
+        if single_digit and tok is not None and tok.isdigit() and len(tok) > 1:
+            self.tokens[self.pos] = tok[1:]
+            return self.sp.Integer(int(tok[0]))
+        if tok is not None and tok.isdigit() and len(tok) > 1:
+            self.tokens[self.pos] = tok[1:]
+            return self.sp.Integer(int(tok[0]))
+        return self.atom()
+
+    def atom(self):
+        tok = self.take()
+        sp = self.sp
+        close = {"(": ")", "{": "}", "[": "]"}
+        if tok in close:
+            value = self.expr()
+            self.take(close[tok])
+            return value
+        if tok[0].isdigit() or tok[0] == ".":
+            if len(tok.replace(".", "")) > MAX_DIGITS:
+                raise LatexError("number too long")
+            return sp.Rational(tok)
+        if len(tok) == 1 and tok.isalpha():
+            return sp.Symbol(tok)
+        name = tok[1:]
+        if name in ("frac", "dfrac", "tfrac"):
+            num = self.group()
+            return num / self.group()
+        if name == "sqrt":
+            if self.peek() == "[":
+                self.take()
+                index = self.expr()
+                self.take("]")
+                return sp.root(self.group(), index)
+            return sp.sqrt(self.group())
+        if name == "pi":
+            return sp.pi
+        if name == "infty":
+            return sp.oo
+        raise LatexError(f"unsupported token {tok!r}")
+
+
+def to_sympy(text: str, *, time_limit_s: float = 0.05) -> tuple:
+    """Parses a LaTeX answer into a tuple of sympy expressions (one per top-level comma item).
+
+    Raises:
+      LatexError: for anything outside the supported subset or its limits.
+    """
+    s = text.strip()
+    for d in _DROP:
+        s = s.replace(d, "")
+    s = re.sub(r"\\(?:text|mathrm|mbox)\{([^{}]*)\}", r"\1", s)
+    if len(s) > MAX_CHARS or not _ALLOWED_CHARS.fullmatch(s):
+        raise LatexError("characters outside the whitelist or too long")
+    tokens = _TOKEN_RE.findall(s.replace(" ", ""))
+    if "".join(tokens) != s.replace(" ", ""):
+        raise LatexError("untokenisable input")
+    if any(t[0] == "\\" and t[1:] not in _FUNCS for t in tokens):
+        raise LatexError("unsupported command")
+    if not tokens:
+        raise LatexError("empty")
+    parser = _Parser(tokens, time.perf_counter() + time_limit_s)
+    items = [parser.expr()]
+    while parser.peek() == ",":
+        parser.take()
+        items.append(parser.expr())
+    if parser.peek() is not None:
+        raise LatexError(f"trailing token {parser.peek()!r}")
+    return tuple(items)
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float):
+    """Raises TimeoutError after `seconds` (main thread only; elsewhere inputs are size-bounded)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise TimeoutError
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+_POINTS = (0.3719, 1.6180, 2.7183)  # generic values for free symbols
+
+
+def _numeric(expr, point: float) -> complex:
+    subs = {s: point + 0.1 * i for i, s in enumerate(sorted(expr.free_symbols, key=str))}
+    return complex(expr.evalf(30, subs=subs))
+
+
+def equivalent(a: str, b: str, *, time_limit_s: float = 0.05, rel_tol: float = 1e-9) -> bool:
+    """Whether two LaTeX answers denote the same values (numeric check at fixed points).
+
+    Both sides must parse with `to_sympy` and have the same number of tuple items; each pair must
+    agree at three substitution points of their free symbols. Any failure or timeout gives False.
+    """
+    start = time.perf_counter()
+    try:
+        ea = to_sympy(a, time_limit_s=time_limit_s)
+        eb = to_sympy(b, time_limit_s=time_limit_s)
+        if len(ea) != len(eb):
+            return False
+        remaining = max(time_limit_s - (time.perf_counter() - start), 1e-3)
+        with _alarm(remaining):
+            for x, y in zip(ea, eb, strict=True):
+                if x.free_symbols != y.free_symbols:
+                    return False
+                if x == y:
+                    continue
+                for point in _POINTS:
+                    vx, vy = _numeric(x, point), _numeric(y, point)
+                    if not (abs(vx - vy) <= rel_tol * max(1.0, abs(vx), abs(vy))):
+                        return False
+        return True
+    except (LatexError, TimeoutError, ValueError, TypeError, ZeroDivisionError, OverflowError):
+        return False
+    except Exception:  # sympy raises many types on odd input; any failure means "not shown equal"
+        return False
