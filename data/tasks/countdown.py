@@ -75,17 +75,15 @@ class Countdown(Task):
             items = [(Fraction(n), str(n)) for n in numbers]
             steps = []
             while len(items) > 1:
-                (a, sa), (b, sb) = (
-                    items.pop(rng.randrange(len(items))),
-                    items.pop(rng.randrange(len(items) - 1)),
-                )
+                a, sa = items.pop(rng.randrange(len(items)))
+                b, sb = items.pop(rng.randrange(len(items)))
                 op = rng.choice(_OPS)
                 value = _apply(a, op, b)
                 if value is None or value.denominator != 1 or value < 0:
-                    break
+                    break  # keep intermediates non-negative integers (a readable derivation)
                 steps.append(f"{a}{op}{b}={value}")
                 items.append((value, f"({sa}{op}{sb})"))
-            if len(items) != 1 or not 1 <= items[0][0] <= self.max_target:
+            if len(steps) != self.num_numbers - 1 or not 1 <= items[0][0] <= self.max_target:
                 continue
             expr = items[0][1][1:-1]
             out.append(
@@ -108,8 +106,9 @@ class Countdown(Task):
             f"evaluates to exactly {target}. You must use all numbers from the list, and each "
             "number must be used exactly once. You may use the operations +, -, *, and / as "
             "needed. After reasoning, provide only your final expression inside <answer></answer> "
-            "tags without including an equals sign or the target number. For example, if the numbers are "
-            "[2, 3, 4] and the target is 5, a valid answer is: <answer>\n2*4-3\n</answer>"
+            "tags without including an equals sign or the target number. For example, if the "
+            "numbers are [2, 3, 4] and the target is 5, a valid answer is: "
+            "<answer>\n2*4-3\n</answer>"
         )
 
     def target(self, example: dict[str, Any], style: str = "compact") -> str:
