@@ -8,7 +8,7 @@ setup(
     description="JAX/Flax research codebase: RL for LMs, federated LMs, PEFT and tree tokenisation.",
     python_requires=">=3.11",
     packages=find_packages(include=["launch*", "train*", "models*", "data*", "rl*", "fed*",
-                                    "parsing*", "configs*", "bench*"]),
+                                    "parsing*", "configs*", "bench*", "peft*"]),
     install_requires=[
         "jax>=0.7,<0.11",
         "flax>=0.11.2,<0.13",

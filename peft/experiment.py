@@ -1,0 +1,56 @@
+"""The READ experiment runner (arXiv:2305.15348): pretrain a small encoder, then adapt it to a
+generated GLUE-like task with `config.method` and each method in `config.baselines`.
+
+Writes `metrics.jsonl` / TensorBoard events, `read.png` (training curves) and `results.json` into
+the workdir, and prints one row per method: task score, trainable parameters, step time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from peft.finetune import load_task, train_method
+from peft.pretrain import pretrain_backbone
+from train.metrics import MetricWriter
+from train.plot import plot_metrics
+
+
+def _methods(config) -> list[str]:
+    extra = [m for m in config.baselines.split("+") if m]
+    return list(dict.fromkeys([config.method] + extra))
+
+
+def run(config, workdir: str) -> dict[str, float]:
+    """Runs every stage; resumable (pretraining and each method checkpoint in the workdir)."""
+    os.makedirs(workdir, exist_ok=True)
+    writer = MetricWriter(workdir)
+    backbone, pre = pretrain_backbone(config, workdir, writer)
+    data = load_task(config, backbone)
+    results = {}
+    for k, method in enumerate(_methods(config)):
+        offset = config.pretrain.steps + k * config.finetune.steps
+        results[method] = train_method(config, workdir, backbone, method, data, writer, offset)
+    writer.close()
+
+    spec = data["spec"]
+    table = [
+        f"task={spec.name} (metric: {spec.metric}, test n={len(data['test']['label'])}), "
+        f"backbone MLM held-out acc {100 * pre['pretrain/heldout_acc']:.1f}%",
+        f"{'method':<9} {'score':>7} {'trainable':>10} {'step ms':>8}",
+    ]
+    for m, r in results.items():
+        table.append(
+            f"{m:<9} {r['test_score']:7.2f} {r['trainable_params']:10d} {r['step_ms']:8.2f}"
+        )
+    print("\n".join(table))
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump({"task": spec.name, "pretrain": pre, "methods": results}, f, indent=2)
+    keys = ["train/loss", "pretrain/heldout_loss"] + [f"{m}/valid_score" for m in results]
+    plot_metrics(os.path.join(workdir, "metrics.jsonl"), keys, os.path.join(workdir, "read.png"))
+
+    out = {f"pretrain/{k.split('/')[-1]}": v for k, v in pre.items()}
+    for m, r in results.items():
+        out[f"{m}/test_score"] = r["test_score"]
+        out[f"{m}/trainable_params"] = float(r["trainable_params"])
+    return out
