@@ -13,7 +13,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from launch.workdir import UserError, prepare_workdir
+from launch.workdir import UserError, prepare_workdir, write_result
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file[:variant].", lock_config=True
@@ -42,6 +42,7 @@ def main(argv):
         from launch.experiments import get_runner
 
         result = get_runner(config.experiment)(config, workdir)
+        write_result(workdir, result)
     except UserError as e:
         if os.environ.get("LMRL_TRACEBACK") == "1":
             raise

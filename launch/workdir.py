@@ -34,3 +34,17 @@ def prepare_workdir(config, workdir: str) -> str:
     with open(path, "w") as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     return path
+
+
+def write_result(workdir: str, result) -> None:
+    """Writes the runner's final metrics to `workdir/result.json`."""
+    if not isinstance(result, dict):
+        return
+    clean = {}
+    for k, v in result.items():
+        try:
+            clean[k] = float(v)
+        except (TypeError, ValueError):
+            clean[k] = str(v)
+    with open(os.path.join(workdir, "result.json"), "w") as f:
+        json.dump(clean, f, indent=2, sort_keys=True)

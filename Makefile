@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make run` and `make test` (both set up .venv first).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+CONFIG ?= configs/sft.py
+WORKDIR ?= runs/default
+
+.PHONY: setup run test test-all lint bench clean
+
+$(STAMP): setup.py pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(PY) -m launch.main --config=$(CONFIG) --workdir=$(WORKDIR)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m ''
+
+lint: setup
+	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .
+
+bench: setup
+	$(PY) -m bench.mfu
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,63 @@
+"""Benchmark helpers: timing after compile, the measured matmul peak, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def time_fn(fn, *args, warmup: int = 2, iters: int = 5) -> float:
+    """Median seconds per call of `fn(*args)` after `warmup` calls (compile excluded)."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def matmul_peak(n: int = 2048, dtype=jnp.float32, iters: int = 5) -> float:
+    """Measured dense-matmul FLOP/s on the default device for an n x n x n product."""
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+    f = jax.jit(lambda x, y: x @ y)
+    return 2 * n**3 / time_fn(f, a, b, iters=iters)
+
+
+def device_info() -> dict:
+    d = jax.devices()[0]
+    return {"platform": d.platform, "device": d.device_kind, "num_devices": jax.device_count(),
+            "host": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "jax": jax.__version__}
+
+
+def write_results(name: str, payload: dict, markdown: str) -> tuple[str, str]:
+    """Writes bench/results/<name>.json and .md; returns both paths."""
+    os.makedirs(RESULTS, exist_ok=True)
+    jp, mp = os.path.join(RESULTS, f"{name}.json"), os.path.join(RESULTS, f"{name}.md")
+    with open(jp, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+    with open(mp, "w") as f:
+        f.write(markdown.rstrip() + "\n")
+    return jp, mp
+
+
+def md_table(rows: list[dict], cols: list[str]) -> str:
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)

@@ -1,0 +1,1 @@
+"""Asynchronous distributed RL (LlamaRL)."""

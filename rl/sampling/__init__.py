@@ -1,0 +1,1 @@
+"""Samplers: LLaDA-style masked-diffusion decoding and KV-cache autoregressive decoding."""
