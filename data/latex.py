@@ -12,6 +12,7 @@ numeric comparison runs under SIGALRM when called on the main thread.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import signal
 import threading
@@ -190,6 +191,17 @@ def _alarm(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+@functools.cache
+def warm_up() -> None:
+    """Imports sympy and runs one comparison outside any clock: cold sympy calls take ~0.5 s."""
+    x, y = to_sympy("(x+1)^2", time_limit_s=10.0)[0], to_sympy("x^2+2x+1", time_limit_s=10.0)[0]
+    (
+        _numeric(x, 0.5),
+        _numeric(y, 0.5),
+        _numeric(to_sympy("2\\sqrt{3}\\pi", time_limit_s=10.0)[0], 0),
+    )
+
+
 _POINTS = (0.3719, 1.6180, 2.7183)  # generic values for free symbols
 
 
@@ -204,6 +216,7 @@ def equivalent(a: str, b: str, *, time_limit_s: float = 0.05, rel_tol: float = 1
     Both sides must parse with `to_sympy` and have the same number of tuple items; each pair must
     agree at three substitution points of their free symbols. Any failure or timeout gives False.
     """
+    warm_up()
     start = time.perf_counter()
     try:
         ea = to_sympy(a, time_limit_s=time_limit_s)

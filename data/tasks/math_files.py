@@ -69,7 +69,7 @@ class GSM8K(Task):
             {
                 "question": r["question"],
                 "solution": r["answer"],
-                "answer": r["answer"].split("####")[-1].strip().replace(",", ""),
+                "answer": r["answer"].split("####")[-1].strip(),  # raw, as the reference
             }
             for r in rows
         ]
