@@ -1,0 +1,69 @@
+"""Advantage estimators for group-sampled policy gradients (computed outside the gradient step).
+
+Rewards come as `r_bn` [num_prompts, n_samples_per_prompt]:
+- `group_mean`: A = r - mean_group(r) (Dr.GRPO, arXiv:2503.20783: no std division).
+- `group_mean_std`: A = (r - mean_group(r)) / (std_group(r) + eps) (GRPO, arXiv:2402.03300 §4.1).
+- `rloo`: A_i = r_i - mean_{j != i} r_j (RLOO, arXiv:2402.14740 eq. 3); equals
+  n/(n-1) * group_mean, an unbiased baseline since it does not depend on sample i.
+- `batch_norm`: A = (r - mean_batch(r)) / (std_batch(r) + eps) (REINFORCE++, arXiv:2501.03262).
+
+An optional `valid_bn` mask excludes samples (they get A = 0 and do not enter the statistics).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+EPS = 1e-6
+
+
+def _masked(r_bn, valid_bn):
+    v = jnp.ones_like(r_bn, bool) if valid_bn is None else valid_bn.astype(bool)
+    return r_bn.astype(jnp.float32), v, v.astype(jnp.float32)
+
+
+def group_mean(r_bn, valid_bn=None):
+    r, v, w = _masked(r_bn, valid_bn)
+    cnt = jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1.0)
+    mean = jnp.sum(r * w, axis=1, keepdims=True) / cnt
+    return jnp.where(v, r - mean, 0.0)
+
+
+def group_mean_std(r_bn, valid_bn=None, eps: float = EPS):
+    r, v, w = _masked(r_bn, valid_bn)
+    cnt = jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1.0)
+    centred = group_mean(r, v)
+    std = jnp.sqrt(jnp.sum(centred**2 * w, axis=1, keepdims=True) / cnt)
+    return jnp.where(v, centred / (std + eps), 0.0)
+
+
+def rloo(r_bn, valid_bn=None):
+    """Leave-one-out baseline; groups with fewer than 2 valid samples get zero advantage."""
+    r, v, w = _masked(r_bn, valid_bn)
+    cnt = jnp.sum(w, axis=1, keepdims=True)
+    total = jnp.sum(r * w, axis=1, keepdims=True)
+    loo = (total - r * w) / jnp.maximum(cnt - 1.0, 1.0)
+    return jnp.where(v & (cnt >= 2), r - loo, 0.0)
+
+
+def batch_norm(r_bn, valid_bn=None, eps: float = EPS):
+    r, v, w = _masked(r_bn, valid_bn)
+    cnt = jnp.maximum(jnp.sum(w), 1.0)
+    mean = jnp.sum(r * w) / cnt
+    std = jnp.sqrt(jnp.sum((r - mean) ** 2 * w) / cnt)
+    return jnp.where(v, (r - mean) / (std + eps), 0.0)
+
+
+ESTIMATORS = {
+    "group_mean": group_mean,
+    "group_mean_std": group_mean_std,
+    "rloo": rloo,
+    "batch_norm": batch_norm,
+}
+
+
+def compute(name: str, r_bn, valid_bn=None):
+    """Advantages [B, n] by estimator `name` (one of `ESTIMATORS`)."""
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown advantage estimator {name!r}; known: {sorted(ESTIMATORS)}")
+    return ESTIMATORS[name](r_bn, valid_bn)
