@@ -34,7 +34,8 @@ def group_mean_std(r_bn, valid_bn=None, eps: float = EPS):
     cnt = jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1.0)
     centred = group_mean(r, v)
     std = jnp.sqrt(jnp.sum(centred**2 * w, axis=1, keepdims=True) / cnt)
-    return jnp.where(v, centred / (std + eps), 0.0)
+    # A constant group carries no signal; float32 rounding of its mean must not be amplified.
+    return jnp.where(v & (std > eps), centred / (std + eps), 0.0)
 
 
 def rloo(r_bn, valid_bn=None):
@@ -51,7 +52,7 @@ def batch_norm(r_bn, valid_bn=None, eps: float = EPS):
     cnt = jnp.maximum(jnp.sum(w), 1.0)
     mean = jnp.sum(r * w) / cnt
     std = jnp.sqrt(jnp.sum((r - mean) ** 2 * w) / cnt)
-    return jnp.where(v, (r - mean) / (std + eps), 0.0)
+    return jnp.where(v & (std > eps), (r - mean) / (std + eps), 0.0)
 
 
 ESTIMATORS = {
