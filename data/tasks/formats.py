@@ -33,7 +33,7 @@ def count_xml(text: str, compat: str = "fixed") -> float:
 def soft_format(text: str, compat: str = "fixed") -> bool:
     """`<reasoning>.*?</reasoning>\\s*<answer>.*?</answer>` anchored at the start."""
     if compat == "d1":
-        return _D1_SOFT.match(text) is not None
+        return _d1_soft_format(text)
     if not text.startswith("<reasoning>"):
         return False
     last_close = text.rfind("</answer>")
@@ -46,6 +46,31 @@ def soft_format(text: str, compat: str = "fixed") -> bool:
         if text.startswith("<answer>", j) and last_close >= j + len("<answer>"):
             return True
         pos = text.find("</reasoning>", after)
+    return False
+
+
+def _d1_soft_format(text: str) -> bool:
+    """`_D1_SOFT.match(text)` (no DOTALL: `.` stops at newlines) as a linear scan."""
+    if not text.startswith("<reasoning>"):
+        return False
+    line_end = text.find("\n", len("<reasoning>"))
+    line_end = len(text) if line_end < 0 else line_end
+    close = newline = -1  # cached next `</answer>` / newline, reused while still ahead
+    pos = text.find("</reasoning>", len("<reasoning>"))
+    while 0 <= pos < line_end:
+        j = pos + len("</reasoning>")
+        while j < len(text) and text[j].isspace():
+            j += 1
+        if text.startswith("<answer>", j):
+            start = j + len("<answer>")
+            if close < start:
+                close = text.find("</answer>", start)
+            if newline < start:
+                newline = text.find("\n", start)
+                newline = len(text) if newline < 0 else newline
+            if 0 <= close < newline:
+                return True
+        pos = text.find("</reasoning>", pos + 1)
     return False
 
 

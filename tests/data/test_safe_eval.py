@@ -40,8 +40,20 @@ def test_fixed_mode_rejects(text):
 
 # Expressions over the reference whitelist `[\d+\-*/().\s]`, checked against CPython's `eval` on
 # literal test strings written here (not model text).
-PY_CASES = ["-2**2", "2**-1", "2**3**2", "7//2", "-7//2", "1.5*2", ".5+1", "1.+2", "00+1",
-            "(1+\n2)", "2*(3+4)/7", "10/4"]
+PY_CASES = [
+    "-2**2",
+    "2**-1",
+    "2**3**2",
+    "7//2",
+    "-7//2",
+    "1.5*2",
+    ".5+1",
+    "1.+2",
+    "00+1",
+    "(1+\n2)",
+    "2*(3+4)/7",
+    "10/4",
+]
 
 
 @pytest.mark.parametrize("text", PY_CASES)
