@@ -1,4 +1,4 @@
-"""Tests for data/safe_eval.py: exact values, Python-eval parity in d1 mode, limits, hostile text."""
+"""Tests for data/safe_eval.py: exact values, Python-eval parity (d1), limits, hostile text."""
 
 import time
 from fractions import Fraction
