@@ -9,7 +9,7 @@ Everything is vectorised over `[batch, mc_samples, time]` with static shapes:
   ELBO, eq. 2 with w(t) = 1/t), `block` (the reference `block_random` procedure, see below),
   `all` (the whole completion masked: d1's one-step view, w = 1).
 - `elbo`:  (1/m) sum_j w_j sum_{i in M_j} log pi(x_i | z_j)                   (eq. 2, MC)
-- `eubo`:  (1/beta) sum_i log[(1/m) sum_j w_j 1[i in M_j] pi^beta(x_i | z_j)]   (Cor. 1, MC plug-in),
+- `eubo`:  (1/beta) sum_i log[(1/m) sum_j w_j 1[i in M_j] pi^beta(x_i | z_j)]  (Cor. 1),
   computed as a logsumexp over samples, so p^beta never underflows and no position is dropped
   silently: positions no sample scored are counted and the sum is rescaled by L / |U|, the
   reference's per-token average times L (made explicit here).

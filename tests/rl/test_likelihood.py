@@ -20,7 +20,7 @@ from rl import likelihood as lk
 MASK = 3
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_model(seed):
     cfg = TransformerConfig(
         vocab_size=8,
