@@ -40,8 +40,8 @@ def read_param_count(
     """Parameter count of one READ stack (spec §2 formula plus the optional parts)."""
     g = _GATES[cell]
     n = g * (r * d + r * r + 2 * r) + (r * d + d) + d
-    n += (r * d + d) if learned_h0 else 0  # W_h0 and the phi_0 norm scale
-    return n + (d if out_norm else 0)
+    n += (d * r + r + d) if learned_h0 else 0  # W_h0, b_h0 and the phi_0 norm scale
+    return n + (r if out_norm else 0)
 
 
 def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-6) -> jax.Array:
