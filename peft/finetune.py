@@ -166,7 +166,7 @@ def train_method(
     train, valid, test = (data[k + suffix] for k in ("train", "valid", "test"))
     loss_fn = split.loss_fn(spec.n_classes)
     state = TrainState.create(split.params, tx, jax.random.key(config.seed), frozen=split.frozen)
-    ckpt = Checkpointer(os.path.join(workdir, "finetune", method), keep=config.keep_checkpoints)
+    ckpt = Checkpointer(os.path.join(workdir, "finetune", spec.name, method), keep=config.keep_checkpoints)
     state, _, _ = restore_or(ckpt, state)
     update = make_update_step(loss_fn, tx)
     predict = make_predict(split, spec.n_classes)

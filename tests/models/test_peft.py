@@ -117,7 +117,7 @@ def test_frozen_states_methods_give_zero_backbone_grads(batch):
     for method in ("head", "ladder"):
         model = _model(method)
         graphdef, params = nnx.split(model, nnx.Param)
-        loss = lambda p: jnp.sum(nnx.merge(graphdef, p)(tokens, mask) ** 2)
+        loss = lambda p, gd=graphdef: jnp.sum(nnx.merge(gd, p)(tokens, mask) ** 2)
         g = nnx.to_pure_dict(jax.grad(loss)(params))
         assert all(not np.any(np.asarray(x)) for x in jax.tree.leaves(g["backbone"])), method
         assert any(np.any(np.asarray(x)) for x in jax.tree.leaves(g["head"])), method
