@@ -6,7 +6,7 @@ parse a whitelisted subset ourselves and build sympy objects directly: numbers, 
 variables, `+ - * / ^`, implicit multiplication, `\\frac`, `\\sqrt[n]{}`, `\\pi`, `\\infty`,
 `\\cdot`, `\\times`, `\\div`, brackets, and top-level tuples. Limits: 200 characters, nesting 20,
 30-digit literals, integer exponents up to 1000; a deadline is checked at every token, and the
-numeric comparison runs under SIGALRM when called on the main thread.
+numeric comparison runs under a CPU-time signal timer when called on the main thread.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class _Parser:
         tok = self.peek()
         if tok is None or (expected is not None and tok != expected):
             raise LatexError(f"expected {expected!r}, got {tok!r}")
-        if time.perf_counter() > self.deadline:
+        if time.thread_time() > self.deadline:
             raise LatexError("time limit exceeded")
         self.pos += 1
         return tok
@@ -162,7 +162,7 @@ def to_sympy(text: str, *, time_limit_s: float = 0.05) -> tuple:
         raise LatexError("unsupported command")
     if not tokens:
         raise LatexError("empty")
-    parser = _Parser(tokens, time.perf_counter() + time_limit_s)
+    parser = _Parser(tokens, time.thread_time() + time_limit_s)
     items = [parser.expr()]
     while parser.peek() == ",":
         parser.take()
@@ -174,7 +174,8 @@ def to_sympy(text: str, *, time_limit_s: float = 0.05) -> tuple:
 
 @contextlib.contextmanager
 def _alarm(seconds: float):
-    """Raises TimeoutError after `seconds` (main thread only; elsewhere inputs are size-bounded)."""
+    """Raises TimeoutError after `seconds` of CPU time (main thread only; elsewhere inputs are
+    size-bounded and the parser deadline still applies)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -182,13 +183,14 @@ def _alarm(seconds: float):
     def handler(signum, frame):
         raise TimeoutError
 
-    previous = signal.signal(signal.SIGALRM, handler)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # CPU-time timer: a busy shared machine must not turn a correct answer into a timeout.
+    previous = signal.signal(signal.SIGVTALRM, handler)
+    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, previous)
 
 
 @functools.cache
@@ -217,13 +219,13 @@ def equivalent(a: str, b: str, *, time_limit_s: float = 0.05, rel_tol: float = 1
     agree at three substitution points of their free symbols. Any failure or timeout gives False.
     """
     warm_up()
-    start = time.perf_counter()
+    start = time.thread_time()
     try:
         ea = to_sympy(a, time_limit_s=time_limit_s)
         eb = to_sympy(b, time_limit_s=time_limit_s)
         if len(ea) != len(eb):
             return False
-        remaining = max(time_limit_s - (time.perf_counter() - start), 1e-3)
+        remaining = max(time_limit_s - (time.thread_time() - start), 1e-3)
         with _alarm(remaining):
             for x, y in zip(ea, eb, strict=True):
                 if x.free_symbols != y.free_symbols:

@@ -4,7 +4,8 @@ Countdown rewards in SPG (arXiv:2510.09541, §7) and d1 evaluate model-written e
 reference code calls Python `eval` behind a character whitelist, which still admits `9**9**9**9`
 (an effectively endless computation). Here model text is hostile input: we parse it with a small
 recursive-descent parser over exact `Fraction`s, with hard limits on input length, parenthesis
-nesting, literal size, intermediate size and wall-clock time. Any violation raises `EvalError`.
+nesting, literal size, intermediate size and CPU time of the calling thread. Any violation raises
+`EvalError`.
 
 Grammar (fixed mode)::
 
@@ -123,7 +124,7 @@ class _Parser:
             MAX_VALUE_BITS
         ):
             raise EvalError("intermediate value too large")
-        if time.perf_counter() > self.deadline:
+        if time.thread_time() > self.deadline:
             raise EvalError("time limit exceeded")
         return value
 
@@ -187,7 +188,7 @@ def evaluate(
     Args:
       text: the expression, e.g. `"(3+5)*2"`.
       python_ops: accept decimals, `**` and `//` like the reference code's whitelisted `eval`.
-      time_limit_s: wall-clock budget for parsing and evaluation.
+      time_limit_s: CPU-time budget for parsing and evaluation.
 
     Returns:
       The exact value as a `Fraction`.
@@ -195,7 +196,7 @@ def evaluate(
     Raises:
       EvalError: on any syntax error, limit violation, division by zero or timeout.
     """
-    deadline = time.perf_counter() + time_limit_s
+    deadline = time.thread_time() + time_limit_s
     tokens = tokenize(text, python_ops=python_ops)
     if not tokens:
         raise EvalError("empty expression")

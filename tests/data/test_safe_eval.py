@@ -1,4 +1,7 @@
-"""Tests for data/safe_eval.py: exact values, Python-eval parity (d1), limits, hostile text."""
+"""Tests for data/safe_eval.py: exact values, Python-eval parity (d1), limits, hostile text.
+
+Times are CPU time of this thread (the machine is shared).
+"""
 
 import time
 from fractions import Fraction
@@ -88,12 +91,12 @@ HOSTILE = [
 @pytest.mark.parametrize("text", HOSTILE, ids=range(len(HOSTILE)))
 def test_hostile_inputs_fast_and_contained(text):
     for python_ops in (False, True):
-        start = time.perf_counter()
+        start = time.thread_time()
         try:
             value = evaluate(text, python_ops=python_ops)
         except EvalError:
             value = None
-        assert time.perf_counter() - start < 0.05
+        assert time.thread_time() - start < 0.05
         if value is not None:
             assert value.numerator.bit_length() <= safe_eval.MAX_VALUE_BITS
 
@@ -117,9 +120,9 @@ def test_random_whitelisted_text_matches_cpython_or_errors(text):
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=200))
 def test_random_unicode_never_crashes(text):
-    start = time.perf_counter()
+    start = time.thread_time()
     try:
         evaluate(text, python_ops=True)
     except EvalError:
         pass
-    assert time.perf_counter() - start < 0.05
+    assert time.thread_time() - start < 0.05
