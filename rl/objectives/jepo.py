@@ -1,0 +1,163 @@
+"""JEPO: chain-of-thought as a latent variable, trained on the Jensen bound of log π(a*|x).
+
+arXiv:2503.19618 (Tang, Wang, Madaan, Munos; NeurIPS 2025 text). No external reward: the
+reward of a sampled chain of thought c is the log-likelihood of the reference answer a* after it,
+ll = log π(a*|x,c) = Σ_t log π(a*_t | x, c, a*_<t) (a SUM, never divided by |a*|).
+
+- Single-sample bound L^(1) = E_c[ll] (eq. "Jensen"), with n i.i.d. samples and the leave-one-out
+  baseline v_i = mean_{j≠i} ll_j:  g = (1/n)Σ_i (ll_i − v_i)∇log π(c_i) + (1/n)Σ_i ∇ll_i.
+- Multi-sample bound L^(n) = E[log (1/n)Σ_i π(a*|x,c_i)] (IWAE-style), L^(1) ≤ L^(n) ≤ L^(n+1) ≤
+  log π(a*|x); with L̂ = logmeanexp_i ll_i and ṽ_i = logmeanexp_{j≠i} ll_j:
+  g = Σ_i (L̂ − ṽ_i)∇log π(c_i) + ∇L̂. We return the score advantage as n(L̂ − ṽ_i) so that both
+  variants share the form (1/n)Σ_i A_i ∇log π(c_i) + β_sup ∇(bound term); after the practical
+  normalisation A/std(A) the factor n cancels, giving the paper's update (App. B.2).
+- Practical update (App. B.2): Ã = clip(A / std(A), −1, 1) with std over the valid samples of the
+  batch; a format penalty r_fmt = −p when the generation lacks "the final answer is", its RLOO
+  advantage normalised separately and applied to the sampled tokens; β_sup weights the
+  supervised/bound term (autodiff through logsumexp gives the self-normalised weights
+  softmax_i(ll_i)); β·KL(π‖π_ref) per token on the sampled tokens.
+- Combined JEPO+RL: groups where the verifier succeeded use the RLOO advantage on the sampled
+  generation and no bound term (the runner builds those rows; this loss is agnostic).
+
+Batch rows are prompts × n samples (n = `group_size`, static). `tokens [R,T]`, `mask [R,T]` hold
+[x, c_i, a*] (the answer tokenised on its own, then concatenated); `cot_mask` marks c_i's tokens
+(target-aligned, as in `score_tokens`), `ans_mask` marks a*'s tokens; `adv [R]` is the final
+advantage on c_i; `valid [R]` marks well-formed samples; `bound_w [R]` is 1 in groups whose bound
+term is used (JEPO groups with ≥ 2 valid samples).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rl.objectives import register
+from rl.objectives.grpo import kl_per_token, ref_logprobs
+from rl.sampling.autoregressive import score_tokens
+
+NEG = -1e30
+DEFAULTS = dict(group_size=4, multi_sample=True, beta_sup=0.0, kl_coef=0.0, kl_estimator="k1")
+
+
+def logmeanexp(x_bn, valid_bn):
+    """log((1/k)Σ_{valid} exp x) per row [B]; rows without valid entries give NEG."""
+    v = valid_bn.astype(bool)
+    k = jnp.sum(v, axis=1)
+    lse = jax.nn.logsumexp(jnp.where(v, x_bn, NEG), axis=1)
+    return jnp.where(k > 0, lse - jnp.log(jnp.maximum(k, 1)), NEG)
+
+
+def loo_logmeanexp(x_bn, valid_bn):
+    """ṽ_i = log((1/(k−1))Σ_{j≠i, valid} exp x_j) [B, n] (NEG where undefined)."""
+    n = x_bn.shape[1]
+    others = valid_bn.astype(bool)[:, None, :] & ~jnp.eye(n, dtype=bool)[None]
+    return jax.vmap(logmeanexp, in_axes=(None, 1), out_axes=1)(x_bn, others)
+
+
+def advantages(ll_bn, valid_bn, *, multi_sample: bool):
+    """Raw leave-one-out advantages [B, n] (zero for invalid samples and groups with < 2 valid).
+
+    Single-sample: ll_i − mean_{j≠i} ll_j. Multi-sample: k(L̂ − ṽ_i), k = number of valid.
+    """
+    v = valid_bn.astype(bool)
+    k = jnp.sum(v, axis=1, keepdims=True).astype(jnp.float32)
+    ok = v & (k >= 2)
+    ll = jnp.where(v, ll_bn, 0.0)
+    if multi_sample:
+        a = k * (logmeanexp(ll_bn, v)[:, None] - loo_logmeanexp(ll_bn, v))
+    else:
+        a = ll - (jnp.sum(ll, axis=1, keepdims=True) - ll) / jnp.maximum(k - 1.0, 1.0)
+    return jnp.where(ok, a, 0.0)
+
+
+def normalise_clip(a_bn, valid_bn, clip: float = 1.0, eps: float = 1e-6):
+    """A / (std over valid samples of the batch + eps), clipped to [−clip, clip]."""
+    v = valid_bn.astype(bool)
+    w = v.astype(jnp.float32)
+    cnt = jnp.maximum(jnp.sum(w), 1.0)
+    mean = jnp.sum(a_bn * w) / cnt
+    std = jnp.sqrt(jnp.sum((a_bn - mean) ** 2 * w) / cnt)
+    out = jnp.where(std > eps, a_bn / (std + eps), 0.0)
+    return jnp.where(v, jnp.clip(out, -clip, clip), 0.0)
+
+
+def format_advantages(has_marker_bn, penalty: float = 10.0, clip: float = 1.0):
+    """RLOO advantage of r_fmt = −penalty·[no marker], normalised by its own batch std."""
+    from rl.advantages import rloo
+
+    r = -penalty * (1.0 - has_marker_bn.astype(jnp.float32))
+    return normalise_clip(rloo(r), jnp.ones_like(r, bool), clip)
+
+
+def bound_term(ll_bn, valid_bn, *, multi_sample: bool):
+    """The β_sup term per group [B]: mean_i ll_i (single) or L̂ = logmeanexp_i ll_i (multi)."""
+    v = valid_bn.astype(bool)
+    if multi_sample:
+        out = logmeanexp(ll_bn, v)
+    else:
+        out = jnp.sum(jnp.where(v, ll_bn, 0.0), 1) / jnp.maximum(jnp.sum(v, 1), 1)
+    return jnp.where(jnp.sum(v, 1) > 0, out, 0.0)
+
+
+def surrogate(
+    cot_logp_bn, ll_bn, adv_bn, valid_bn, bound_w_b, *, multi_sample: bool, beta_sup: float
+):
+    """Per-group loss [B] whose gradient is the JEPO estimator (advantages held fixed)."""
+    n = cot_logp_bn.shape[1]
+    pg = jnp.sum(jax.lax.stop_gradient(adv_bn) * cot_logp_bn, axis=1) / n
+    sup = bound_term(ll_bn, valid_bn, multi_sample=multi_sample) * bound_w_b
+    return -(pg + beta_sup * sup)
+
+
+def make_jepo_loss(graphdef, cfg=None, role: str = "policy"):
+    """JEPO loss `(params, frozen, batch, rng) -> (loss_sum, denom, aux)`; denom = groups."""
+    c = {**DEFAULTS, **{k: v for k, v in dict(cfg or {}).items() if k in DEFAULTS}}
+    n = int(c["group_size"])
+
+    def loss_fn(params, frozen, batch, rng):
+        del rng
+        model = nnx.merge(graphdef, params[role], frozen.get(role, {}) if frozen else {})
+        lp = score_tokens(model, batch["tokens"], batch["mask"])
+        cot_w = batch["cot_mask"].astype(jnp.float32)
+        groups = lambda x: x.reshape(-1, n)  # noqa: E731
+        cot_lp = groups(jnp.sum(lp * cot_w, 1))
+        ll = groups(jnp.sum(lp * batch["ans_mask"], 1))
+        valid = groups(batch["valid"])
+        bound_w = groups(batch["bound_w"].astype(jnp.float32))[:, 0]
+        per_group = surrogate(
+            cot_lp,
+            ll,
+            groups(batch["adv"]),
+            valid,
+            bound_w,
+            multi_sample=c["multi_sample"],
+            beta_sup=c["beta_sup"],
+        )
+        used = jnp.maximum(jnp.sum(bound_w), 1.0)
+        aux = {
+            "jepo/bound": jnp.sum(
+                bound_term(jax.lax.stop_gradient(ll), valid, multi_sample=c["multi_sample"])
+                * bound_w
+            )
+            / used,
+            "jepo/valid_frac": jnp.mean(valid.astype(jnp.float32)),
+        }
+        ref_lp = ref_logprobs(graphdef, frozen, batch, role)
+        if c["kl_coef"] and ref_lp is not None:
+            kl = jnp.sum(kl_per_token(lp, ref_lp, c["kl_estimator"]) * cot_w, 1)
+            per_group = per_group + c["kl_coef"] * jnp.mean(groups(kl), 1)
+            aux["rl/kl"] = jnp.sum(kl) / jnp.maximum(jnp.sum(cot_w), 1.0)
+        return jnp.sum(per_group), jnp.asarray(per_group.shape[0], jnp.float32), aux
+
+    return loss_fn
+
+
+def answer_loglik(model, tokens_bt, mask_bt, ans_mask_bt):
+    """log π(a*|x,c) per row [R]: teacher-forced sum over the answer tokens."""
+    return jnp.sum(score_tokens(model, tokens_bt, mask_bt) * ans_mask_bt, axis=1)
+
+
+@register("jepo")
+def jepo(graphdef, cfg=None, role: str = "policy"):
+    return make_jepo_loss(graphdef, cfg, role)
