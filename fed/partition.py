@@ -51,6 +51,7 @@ def make_block(
     block_size: int | None = None,
     rng: np.random.Generator | None = None,
     extra: list | None = None,
+    epochs: int = 1,
 ) -> ClientBlock:
     """Pads per-client example arrays into a `ClientBlock` of `[C, S, B, ...]` batches.
 
@@ -66,6 +67,7 @@ def make_block(
       block_size: C (defaults to the number of clients).
       rng: shuffles each client's examples when given.
       extra: optional per-client pytrees (same structure) stacked into `block.extra`.
+      epochs: passes over each client's data (a fresh order per pass when `rng` is given).
 
     Returns:
       The padded block.
@@ -82,7 +84,9 @@ def make_block(
     mask = np.zeros((block_size, slots), bool)
     for c, arrays in enumerate(client_arrays):
         n = len(arrays[keys[0]])
-        order = rng.permutation(n) if rng is not None else np.arange(n)
+        order = np.concatenate(
+            [rng.permutation(n) if rng is not None else np.arange(n) for _ in range(epochs)]
+        )
         take = order[:slots]  # more examples than slots: a random subset this round
         for k in keys:
             out[k][c, : len(take)] = arrays[k][take]

@@ -82,6 +82,7 @@ def make_sgd_client_work(
             "personal": personal,
             "n": jnp.zeros((), jnp.float32),
             "loss_sum": jnp.zeros((), jnp.float32),
+            "denom": jnp.zeros((), jnp.float32),
         }
 
     def step(cstate, batch, mask_b):
@@ -100,14 +101,14 @@ def make_sgd_client_work(
             "personal": jax.tree.map(lambda p, g: p - lr_p * g, cstate["personal"], grads[1]),
             "n": cstate["n"] + jnp.sum(mask_b).astype(jnp.float32),
             "loss_sum": cstate["loss_sum"] + jnp.where(real, loss_sum, 0.0),
+            "denom": cstate["denom"] + jnp.where(real, denom, 0.0),
         }
 
     def final(shared, cstate, extra):
         del extra
         delta = jax.tree.map(jnp.subtract, cstate["shared"], shared)
-        return ClientOutput(
-            delta, cstate["n"], cstate["personal"], {"loss_sum": cstate["loss_sum"]}
-        )
+        metrics = {"loss_sum": cstate["loss_sum"], "denom": cstate["denom"]}
+        return ClientOutput(delta, cstate["n"], cstate["personal"], metrics)
 
     return ClientWork(init, step, final)
 

@@ -1,0 +1,186 @@
+"""Experiment "fed_oov": FedAvg training of a char-aware word LM, then per-client OOV expansion.
+
+Protocol of ../shared/papers/oov.md (arXiv:2305.03584), Sec. 6: the central model is trained with
+FedAdam/FedAvg over sampled clients (OOV words -> <unk>); then each evaluation client personalises
+on its training split and is scored on its later test split with four methods: no
+personalisation, local fine-tuning of the whole model, OOV expansion with random adapter init and
+OOV expansion with char-encoder init (the method). Resumable (server state in workdir/ckpt).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from flax import nnx
+
+from fed import data, oov, partition, simulation
+from models.word_lm import WordLM, WordLMConfig
+from train.checkpoint import Checkpointer
+from train.metrics import MetricWriter
+from train.plot import plot_metrics
+
+METHODS = ("none", "local_ft", "oov_random", "oov_char")
+
+
+def _corpus(cfg):
+    if cfg.data_dir:
+        return data.load_jsonl_clients(cfg.data_dir)
+    return data.generate_corpus(num_clients=cfg.num_clients, seed=cfg.data_seed)
+
+
+def _pad_examples(ex: dict, n: int) -> dict:
+    return {k: np.pad(v, [(0, n - len(v))] + [(0, 0)] * (v.ndim - 1)) for k, v in ex.items()}
+
+
+def personalise(method, cfg, model, graphdef, params, rest, train_s, test_s, w2i, rng):
+    """Personalises every evaluation client with `method`; returns summed EMR counts."""
+    p = cfg.pers
+    adapter = method.startswith("oov")
+    train_shared = method == "local_ft" or (adapter and p.expand_train == "all")
+    lr = 0.0 if method == "none" else p.lr
+    work = oov.make_personalise_work(
+        graphdef, rest, adapter=adapter, lr=lr, train_shared=train_shared
+    )
+    runner = simulation.make_vmap_runner(work)
+    vocab = set(w2i)
+    n_train = max(len(s) for s in train_s)
+    n_test = max(len(s) for s in test_s)
+    steps = max(1, math.ceil(n_train * p.epochs / p.batch_size))
+    totals, added = None, []
+    for start in range(0, len(train_s), p.block_size):
+        ids = range(start, min(start + p.block_size, len(train_s)))
+        arrays, tests, personal = [], [], []
+        for u in ids:
+            pv = oov.personal_vocab(train_s[u], vocab, p.k_max, p.min_count) if adapter else []
+            ids_u = oov.expanded_ids(w2i, pv)
+            ex = oov.lm_examples(train_s[u], ids_u, cfg.fed.max_len)
+            test = _pad_examples(oov.lm_examples(test_s[u], ids_u, cfg.fed.max_len), n_test)
+            if adapter:
+                ad, valid = oov.init_adapter(
+                    model, pv, p.k_max, method.split("_")[1], jax.random.fold_in(rng, u)
+                )
+                ex["valid"] = np.broadcast_to(valid, (len(ex["x"]), p.k_max))
+                test["valid"] = valid
+                personal.append(ad)
+                added.append(len(pv) * (ad["emb"].shape[1] + 1) * 4)
+            else:
+                personal.append({})
+                added.append(oov.param_bytes(params) if method == "local_ft" else 0)
+            arrays.append(ex)
+            tests.append(test)
+        block = partition.make_block(
+            arrays,
+            batch_size=p.batch_size,
+            num_steps=steps,
+            block_size=p.block_size,
+            rng=np.random.default_rng([cfg.seed, start]),
+            extra=tests,
+            epochs=p.epochs,
+        )
+        personal_c = jax.tree.map(
+            lambda *x: jnp.stack(x), *(personal + personal[:1] * (p.block_size - len(personal)))
+        )
+        rngs = jax.random.split(rng, p.block_size)
+        # padded clients reuse client 0's test split: drop their counts by masking them out
+        real = np.arange(p.block_size) < len(arrays)
+        block = block._replace(
+            extra={**block.extra, "y": np.where(real[:, None, None], block.extra["y"], 0)}
+        )
+        _, _, _, counts = runner(params, personal_c, block, rngs)
+        counts = jax.tree.map(np.asarray, counts)
+        totals = counts if totals is None else jax.tree.map(np.add, totals, counts)
+    tok = max(float(totals["tokens"]), 1.0)
+    return {
+        "top1": float(totals["top1"]) / tok,
+        "top3": float(totals["top3"]) / tok,
+        "oov_rate": float(totals["oov"]) / tok,
+        "bytes_per_client": float(np.mean(added)),
+    }
+
+
+def run(config, workdir: str) -> dict[str, float]:
+    cfg = config
+    corpus = _corpus(cfg.fed)
+    splits = [data.split_by_time(s, cfg.fed.train_frac) for s in corpus.clients]
+    train_s = [tr for tr, _ in splits]
+    test_s = [te for _, te in splits]
+    vocab = data.build_vocab(train_s, cfg.fed.vocab_size, cfg.fed.vocab_min_clients)
+    w2i = {w: i for i, w in enumerate(vocab)}
+    mcfg = WordLMConfig(vocab_size=len(vocab), **cfg.model.to_dict())
+    model = WordLM(mcfg, data.chars_of(vocab, mcfg.max_chars), rngs=nnx.Rngs(cfg.seed))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    train_ex = [oov.lm_examples(s, w2i, cfg.fed.max_len) for s in train_s]
+    steps = max(1, math.ceil(max(len(e["x"]) for e in train_ex) / cfg.fed.batch_size))
+
+    loss_fn = oov.make_loss_fn(graphdef, rest, adapter=False)
+    work = simulation.make_sgd_client_work(loss_fn, cfg.fed.client_lr, train_personal=False)
+    alg = simulation.make_fed_avg(
+        work, oov.server_tx(cfg.fed.server_opt, cfg.fed.server_lr), backend=cfg.fed.backend
+    )
+    state = alg.init(params)
+    ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=cfg.keep_checkpoints)
+    start = 0
+    restored = ckpt.restore(state)
+    if restored is not None:
+        state, extra = restored
+        start = int(extra["round"])
+    writer = MetricWriter(workdir)
+    key = jax.random.key(cfg.seed)
+    for r in tqdm.trange(start, cfg.fed.rounds, desc="fedavg", disable=cfg.tiny):
+        # sampling and shuffling depend only on (seed, round): a resumed run repeats them
+        ids = partition.sample_clients(
+            np.random.default_rng([cfg.seed, r]), len(train_ex), cfg.fed.cohort
+        )
+        block = partition.make_block(
+            [train_ex[i] for i in ids],
+            batch_size=cfg.fed.batch_size,
+            num_steps=steps,
+            rng=np.random.default_rng([cfg.seed, r, 1]),
+        )
+        state, _, m = alg.apply(state, block, {}, jax.random.fold_in(key, r))
+        if (r + 1) % cfg.log_every == 0 or r + 1 == cfg.fed.rounds:
+            writer.write(r + 1, {"train/loss": m["loss_sum"] / max(float(m["denom"]), 1.0)})
+        if (r + 1) % cfg.ckpt_every == 0 or r + 1 == cfg.fed.rounds:
+            ckpt.save(r + 1, state, {"round": r + 1})
+    ckpt.wait()
+
+    model = nnx.merge(graphdef, state.shared, rest)
+    n_eval = min(cfg.pers.num_eval_clients, len(train_s))
+    results = {}
+    for i, method in enumerate(tqdm.tqdm(METHODS, desc="personalise", disable=cfg.tiny)):
+        res = personalise(
+            method,
+            cfg,
+            model,
+            graphdef,
+            state.shared,
+            rest,
+            train_s[:n_eval],
+            test_s[:n_eval],
+            w2i,
+            jax.random.fold_in(key, 10**6 + i),
+        )
+        results[method] = res
+        writer.write(cfg.fed.rounds, {f"{method}/{k}": v for k, v in res.items()})
+    writer.close()
+    plot_metrics(writer.jsonl_path, ["train/loss"], os.path.join(workdir, "train_loss.png"))
+    print(format_table(results))
+    return {f"{m}/{k}": v for m, r in results.items() for k, v in r.items()}
+
+
+def format_table(results: dict) -> str:
+    lines = [
+        "| method | top-1 EMR | top-3 EMR | OOV rate | added bytes/client |",
+        "|---|---|---|---|---|",
+    ]
+    for m, r in results.items():
+        lines.append(
+            f"| {m} | {r['top1']:.4f} | {r['top3']:.4f} | {r['oov_rate']:.4f} | "
+            f"{r['bytes_per_client']:.0f} |"
+        )
+    return "\n".join(lines)
