@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from launch.workdir import UserError, prepare_workdir, write_result
@@ -27,6 +27,7 @@ _PID = flags.DEFINE_integer("process_id", None, "This process's id (multi-host).
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     config = _CONFIG.value
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/spg.py")
@@ -48,7 +49,7 @@ def main(argv):
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    return result
+    del result  # app.run would sys.exit() with a returned value; results live in result.json
 
 
 def run_main():

@@ -1,0 +1,53 @@
+"""Every config: variant parsing, locked keys, and a 2-step pulse run of its `tiny` variant."""
+
+import glob
+import importlib
+import os
+
+import pytest
+
+from configs import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS = sorted(
+    os.path.basename(p)[:-3]
+    for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+    if not os.path.basename(p).startswith(("_", "common"))
+)
+
+
+def test_parse_variant():
+    d = {"task": "a", "n": 1, "lr": 0.1, "tiny": False}
+    assert common.parse_variant("task=b,n=3,lr=0.5,tiny", d) == {
+        "task": "b", "n": 3, "lr": 0.5, "tiny": True}
+    with pytest.raises(ValueError, match="'tsk'"):
+        common.parse_variant("tsk=b", d)
+    with pytest.raises(ValueError, match="'n'"):
+        common.parse_variant("n=three", d)
+    with pytest.raises(ValueError, match="not one of"):
+        common.parse_variant("task=z", d, {"task": ("a", "b")})
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_builds_and_is_lockable(name):
+    mod = importlib.import_module(f"configs.{name}")
+    for arg in (None, "tiny"):
+        c = mod.get_config(arg)
+        assert c.experiment and isinstance(c.seed, int)
+        c.lock()
+        with pytest.raises((AttributeError, KeyError)):
+            c.no_such_key_xyz = 1
+    assert mod.__doc__ and len(mod.__doc__) > 80, "config docstring must say time and result"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_tiny_pulse_run(name, tmp_path):
+    from launch.experiments import get_runner
+    from launch.workdir import prepare_workdir
+
+    c = importlib.import_module(f"configs.{name}").get_config("tiny")
+    c.lock()
+    workdir = str(tmp_path / name)
+    prepare_workdir(c, workdir)
+    result = get_runner(c.experiment)(c, workdir)
+    assert isinstance(result, dict) and result
