@@ -165,8 +165,12 @@ def train_method(
     suffix = "_states" if split.cached else ""
     train, valid, test = (data[k + suffix] for k in ("train", "valid", "test"))
     loss_fn = split.loss_fn(spec.n_classes)
-    state = TrainState.create(split.params, tx, jax.random.key(config.seed), frozen=split.frozen)
-    ckpt = Checkpointer(os.path.join(workdir, "finetune", spec.name, method), keep=config.keep_checkpoints)
+    # Copies: the step donates its state, and the arrays are shared with `backbone`.
+    params, frozen = jax.tree.map(jnp.copy, (split.params, split.frozen))
+    state = TrainState.create(params, tx, jax.random.key(config.seed), frozen=frozen)
+    ckpt = Checkpointer(
+        os.path.join(workdir, "finetune", spec.name, method), keep=config.keep_checkpoints
+    )
     state, _, _ = restore_or(ckpt, state)
     update = make_update_step(loss_fn, tx)
     predict = make_predict(split, spec.n_classes)
