@@ -1,0 +1,303 @@
+"""Runner for autoregressive RL (`configs/grpo.py`, `configs/jepo.py`): SFT warm start, then RL.
+
+Stage 1 is the cached SFT stage (`train.sft.sft_stage`, in `rl.sft_dir` or `workdir/sft`). Stage 2
+samples `group_size` completions for each of `prompts_per_step` training prompts with the KV-cache
+sampler, builds a static-shape batch on the host (rewards, JEPO's [x, c, a*] rows, advantages) and
+applies the objective named by `rl.objective` (GRPO/RLOO arXiv:2402.03300 / 2402.14740; JEPO
+arXiv:2503.19618) through the shared jitted update step. Held-out greedy accuracy and the n-sample
+answer log-likelihood bound (JEPO's proxy NLL) are measured before and after RL.
+
+Rollouts are a pure function of (parameters, step): prompts and the sampling key are derived from
+the step, so a resumed run repeats exactly the rollouts the uninterrupted run would have made.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from data.tasks.arithmetic import MARKER
+from rl import advantages as adv_lib
+from rl import objectives
+from rl.objectives import jepo
+from rl.sampling.autoregressive import make_sampler
+from train.checkpoint import Checkpointer
+from train.loop import fit, restore_or
+from train.metrics import MetricWriter
+from train.optim import make_optimizer
+from train.plot import plot_metrics
+from train.sft import make_task_and_tokenizer, sft_stage
+from train.state import TrainState, split_module
+from train.step import make_update_step
+
+
+def cut_at_marker(text: str) -> str | None:
+    """The chain of thought up to and including the last marker, or None if there is none."""
+    idx = text.lower().rfind(MARKER)
+    return None if idx < 0 else text[: idx + len(MARKER)]
+
+
+def jepo_rows(prompt_toks, prompt_mask, gen_toks, gen_mask, answers, tokenizer, rc):
+    """[x, c_i, a*] rows (numpy) for JEPO scoring and training.
+
+    c_i is the generation cut after the marker, re-tokenised on its own; malformed generations
+    (no marker) keep their whole text as c_i (it carries the format penalty) and are invalid for
+    the bound. a* = tokenize(" N") + [eos], tokenised on its own and concatenated as ids.
+
+    Returns:
+      dict with tokens/mask/cot_mask/ans_mask [R, P+N+A] and valid [R].
+    """
+    r, p = prompt_toks.shape
+    length = p + rc.max_new_tokens + rc.max_answer_tokens
+    toks = np.full((r, length), tokenizer.pad_id, np.int32)
+    mask = np.zeros((r, length), bool)
+    cot = np.zeros((r, length), bool)
+    ans = np.zeros((r, length), bool)
+    valid = np.zeros((r,), bool)
+    toks[:, :p], mask[:, :p] = prompt_toks, prompt_mask
+    for i in range(r):
+        text = tokenizer.decode(gen_toks[i][gen_mask[i]])
+        c_text = cut_at_marker(text)
+        valid[i] = c_text is not None
+        c_ids = tokenizer.encode(c_text if valid[i] else text)[: rc.max_new_tokens]
+        a_ids = tokenizer.encode(f" {answers[i]}", add_eos=True)[: rc.max_answer_tokens]
+        c_end = p + len(c_ids)
+        toks[i, p:c_end] = c_ids
+        toks[i, c_end : c_end + len(a_ids)] = a_ids
+        mask[i, p : c_end + len(a_ids)] = True
+        cot[i, p:c_end] = True
+        ans[i, c_end : c_end + len(a_ids)] = True
+    return {"tokens": toks, "mask": mask, "cot_mask": cot, "ans_mask": ans, "valid": valid}
+
+
+class Rollouts:
+    """Sampling, rewards and batch construction for one objective (host side)."""
+
+    def __init__(self, config, graphdef, task, tokenizer):
+        from data.pipeline import encode_prompts
+
+        self.c, self.rc, self.task, self.tok = config, config.rl, task, tokenizer
+        rc = self.rc
+        self.train = task.generate("train", rc.num_train_prompts, config.seed + 1)
+        self.test = task.generate("test", rc.num_eval, config.seed)
+        style = config.sft.style
+        self.train_p = encode_prompts(self.train, task, tokenizer, rc.max_prompt_len, style)
+        self.test_p = encode_prompts(self.test, task, tokenizer, rc.max_prompt_len, style)
+        kw = dict(
+            max_new_tokens=rc.max_new_tokens, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id
+        )
+        self.sample = make_sampler(
+            graphdef, temperature=rc.temperature, top_k=rc.top_k, top_p=rc.top_p, **kw
+        )
+        self.greedy = make_sampler(graphdef, greedy=True, **kw)
+
+        @jax.jit
+        def ll_fn(params, rest, toks, mask, ans):
+            return jepo.answer_loglik(nnx.merge(graphdef, params, rest), toks, mask, ans)
+
+        self.ll_fn = ll_fn
+
+    def _generate(self, state, prompts, idx, key, n):
+        pt = np.repeat(prompts["tokens"][idx], n, 0)
+        pm = np.repeat(prompts["mask"][idx], n, 0)
+        p, rest = state.params["policy"], state.frozen["policy"]
+        out = (
+            self.sample(p, rest, pt, pm, key)
+            if key is not None
+            else self.greedy(p, rest, pt, pm, jax.random.key(0))
+        )
+        out = jax.device_get(out)
+        return pt, pm, out
+
+    def batch(self, state, step: int):
+        """The training batch for `step` and host statistics."""
+        rc, n = self.rc, self.rc.group_size
+        rng = np.random.default_rng([self.c.seed, step])
+        idx = rng.choice(len(self.train), rc.prompts_per_step, replace=False)
+        key = jax.random.fold_in(jax.random.key(self.c.seed + 17), step)
+        pt, pm, out = self._generate(state, self.train_p, idx, key, n)
+        examples = [self.train[i] for i in idx for _ in range(n)]
+        texts = [self.tok.decode(t[m]) for t, m in zip(out.tokens, out.mask, strict=True)]
+        has_marker = np.array([MARKER in t.lower() for t in texts], np.float32)
+        stats = {"rl/has_marker": has_marker.mean(), "rl/gen_len": out.lengths.mean()}
+        reward = None
+        if rc.reward == "exact":
+            reward = np.array(
+                [self.task.reward(t, ex) for t, ex in zip(texts, examples, strict=True)]
+            )
+            stats["rl/reward_mean"] = reward.mean()
+        if rc.objective in ("grpo", "rloo"):
+            if reward is None:
+                raise ValueError(f"objective {rc.objective!r} needs a verifier (rl.reward=exact)")
+            a = adv_lib.compute(rc.advantage, reward.reshape(-1, n)).reshape(-1)
+            z = np.zeros_like(pt, np.float32)
+            batch = {
+                "tokens": np.concatenate([pt, out.tokens], 1),
+                "mask": np.concatenate([pm, out.mask], 1),
+                "score_mask": np.concatenate([np.zeros_like(pm), out.mask], 1),
+                "old_logp": np.concatenate([z, out.logp], 1),
+                "adv": np.asarray(a),
+            }
+            return batch, stats
+        return self._jepo_batch(state, pt, pm, out, examples, reward, has_marker, stats)
+
+    def _jepo_batch(self, state, pt, pm, out, examples, reward, has_marker, stats):
+        rc, n = self.rc, self.rc.group_size
+        answers = [int(ex["answer"]) for ex in examples]
+        rows = jepo_rows(pt, pm, out.tokens, out.mask, answers, self.tok, rc)
+        ll = self.ll_fn(
+            state.params["policy"],
+            state.frozen["policy"],
+            rows["tokens"],
+            rows["mask"],
+            rows["ans_mask"],
+        )
+        valid = jnp.asarray(rows["valid"]).reshape(-1, n)
+        ll = ll.reshape(-1, n)
+        a = jepo.advantages(ll, valid, multi_sample=rc.multi_sample)
+        a = jepo.normalise_clip(a, valid)
+        if rc.format_penalty > 0:
+            a = a + jepo.format_advantages(
+                jnp.asarray(has_marker).reshape(-1, n), rc.format_penalty
+            )
+        k = jnp.sum(valid, 1, keepdims=True)
+        bound_w = jnp.broadcast_to(k >= 2, valid.shape)
+        if rc.combine_rl and reward is not None:
+            # Groups where the verifier succeeded: RLOO on the whole sampled generation.
+            r = reward.reshape(-1, n)
+            rl_group = jnp.asarray(r.max(1, keepdims=True) > 0)
+            gen_len = out.mask.sum(1)
+            p = pt.shape[1]
+            cot = rows["cot_mask"].copy()
+            for i in np.flatnonzero(np.repeat(np.asarray(rl_group[:, 0]), n)):
+                rows["tokens"][i, p:] = self.tok.pad_id
+                rows["tokens"][i, p : p + gen_len[i]] = out.tokens[i, : gen_len[i]]
+                rows["mask"][i, p:] = np.arange(rows["mask"].shape[1] - p) < gen_len[i]
+                cot[i] = rows["mask"][i] & (np.arange(cot.shape[1]) >= p)
+                rows["ans_mask"][i] = False
+            rows["cot_mask"] = cot
+            a = jnp.where(rl_group, adv_lib.rloo(r), a)
+            bound_w = bound_w & ~rl_group
+            stats["jepo/rl_group_frac"] = float(rl_group.mean())
+        stats["jepo/ll_mean"] = float(jnp.sum(ll * valid) / jnp.maximum(jnp.sum(valid), 1))
+        batch = dict(
+            rows, adv=np.asarray(a).reshape(-1), bound_w=np.asarray(bound_w, np.float32).reshape(-1)
+        )
+        return batch, stats
+
+    def evaluate(self, state, prefix: str = "eval") -> dict[str, float]:
+        """Greedy held-out accuracy and the n-sample answer log-likelihood bound."""
+        rc, n = self.rc, self.rc.eval_samples
+        correct, marker, bounds = [], [], []
+        for s in range(0, len(self.test), rc.eval_batch):
+            idx = np.arange(s, min(s + rc.eval_batch, len(self.test)))
+            exs = [self.test[i] for i in idx]
+            _, _, g = self._generate(state, self.test_p, idx, None, 1)
+            for ex, t, m in zip(exs, g.tokens, g.mask, strict=True):
+                met = self.task.metrics(self.tok.decode(t[m]), ex)
+                correct.append(met["correct"])
+                marker.append(met.get("has_marker", 0.0))
+            key = jax.random.fold_in(jax.random.key(self.c.seed + 99), s)
+            pt, pm, out = self._generate(state, self.test_p, idx, key, n)
+            rows = jepo_rows(
+                pt,
+                pm,
+                out.tokens,
+                out.mask,
+                [int(ex["answer"]) for ex in exs for _ in range(n)],
+                self.tok,
+                rc,
+            )
+            ll = self.ll_fn(
+                state.params["policy"],
+                state.frozen["policy"],
+                rows["tokens"],
+                rows["mask"],
+                rows["ans_mask"],
+            ).reshape(-1, n)
+            bounds.extend(np.asarray(jepo.logmeanexp(ll, jnp.ones_like(ll, bool))).tolist())
+        return {
+            f"{prefix}/accuracy": float(np.mean(correct)),
+            f"{prefix}/has_marker": float(np.mean(marker)),
+            f"{prefix}/answer_ll": float(np.mean(bounds)),
+        }
+
+
+def run(config, workdir: str) -> dict[str, float]:
+    """Runner for configs/grpo.py and configs/jepo.py; returns the final metrics."""
+    rc = config.rl
+    task, tokenizer = make_task_and_tokenizer(config)
+    writer = MetricWriter(workdir)
+    sft_dir = rc.sft_dir or os.path.join(workdir, "sft")
+    sft = sft_stage(config, sft_dir, task=task, tokenizer=tokenizer, writer=writer, objective="ar")
+    graphdef, params, rest = split_module(sft.model)
+    frozen = {"policy": rest}
+    if rc.kl_coef:
+        frozen["ref"] = jax.tree.map(jnp.copy, params)
+    optim = dict(config.rl_optim, total_steps=rc.steps)
+    tx = make_optimizer(optim)
+    state = TrainState.create({"policy": params}, tx, jax.random.key(config.seed + 5), frozen)
+    loss_fn = objectives.get(rc.objective)(graphdef, dict(rc))
+    update = make_update_step(loss_fn, tx, num_microbatches=rc.microbatches)
+    roll = Rollouts(config, graphdef, task, tokenizer)
+    before = roll.evaluate(state, "before")
+    writer.write(0, before)
+    ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=config.keep_checkpoints)
+    state, _, _ = restore_or(ckpt, state)
+    held = {"state": state, "stats": {}}
+
+    def batch_fn(step):
+        batch, held["stats"] = roll.batch(held["state"], step)
+        return batch
+
+    def update_fn(st, batch):
+        for _ in range(rc.inner_steps):
+            st, m = update(st, batch)
+        held["state"] = st
+        return st, {**m, **held["stats"]}
+
+    state, last = fit(
+        state=state,
+        update_fn=update_fn,
+        batch_fn=batch_fn,
+        num_steps=rc.steps,
+        writer=writer,
+        ckpt=ckpt,
+        ckpt_every=config.ckpt_every,
+        log_every=config.log_every,
+        extra={"stage": "rl"},
+        desc=rc.objective,
+        prefix_step=sft.steps,
+    )
+    ckpt.close()
+    after = roll.evaluate(state, "after")
+    writer.write(sft.steps + rc.steps, after)
+    writer.close()
+    keys = ["train/loss", "rl/reward_mean", "jepo/ll_mean", "rl/has_marker", "rl/gen_len"]
+    png = plot_metrics(
+        writer.jsonl_path,
+        keys,
+        os.path.join(workdir, "plot.png"),
+        title=f"{config.experiment} ({config.variant})",
+    )
+    result = {
+        **before,
+        **after,
+        "skipped": int(jax.device_get(state.skipped)),
+        "train/loss": last.get("train/loss", float("nan")),
+    }
+    print("\n" + "=" * 64)
+    print(
+        f"{config.experiment} on {config.task}: SFT {sft.steps} steps, RL {rc.steps} steps "
+        f"({rc.objective}, reward={rc.reward})"
+    )
+    print(f"  {'':24s}{'before RL':>12s}{'after RL':>12s}")
+    for k in ("accuracy", "has_marker", "answer_ll"):
+        print(f"  held-out {k:15s}{before['before/' + k]:12.4f}{after['after/' + k]:12.4f}")
+    print(f"  skipped updates {result['skipped']}   plot {png}")
+    print("=" * 64)
+    return result
