@@ -1,4 +1,4 @@
-"""GRPO (and RLOO / Dr.GRPO) on a small causal LM warm-started by SFT on arithmetic chains of thought.
+"""GRPO, RLOO and Dr.GRPO on a small causal LM warm-started by SFT on arithmetic derivations.
 
 Default (`--config=configs/grpo.py`): a 4-layer d=128 causal LM (~0.8M parameters) is SFT-trained
 for 400 steps on 2-operation arithmetic derivations ending in "the final answer is N" (cached in
