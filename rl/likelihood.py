@@ -72,9 +72,8 @@ def _ranks(noise, candidate):
     return jnp.argsort(jnp.argsort(keyed, axis=-1, stable=True), axis=-1, stable=True)
 
 
-def _uniform_int(rng, shape, low, high):
-    """Integer uniform on {low..high} inclusive with array bounds (high >= low)."""
-    u = jax.random.uniform(rng, shape)
+def _uniform_int(u, low, high):
+    """Integer uniform on {low..high} inclusive from uniforms `u`, array bounds (high >= low)."""
     return low + jnp.minimum(jnp.floor(u * (high - low + 1)), high - low).astype(jnp.int32)
 
 
@@ -111,19 +110,31 @@ def draw_masks(
         raise ValueError(f"weighting {weighting!r} not in {WEIGHTINGS}")
     b, g = valid_bg.shape
     m = num_samples
-    k_b, k_k, k_n, k_p, k_e = jax.random.split(rng, 5)
+    # Keys per row (fold_in of the row index) and per prompt position counted from the right, so
+    # padding rows and left padding never change the draws of real rows.
+    row_keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(b))
+    sub = jax.vmap(lambda k: jax.random.split(k, 5))(row_keys)  # [B, 5]
+    k_b, k_k, k_n, k_p, k_e = (sub[:, i] for i in range(5))
+    per_row = lambda f, keys: jax.vmap(f)(keys)  # noqa: E731
     valid = jnp.broadcast_to(valid_bg[:, None, :], (b, m, g))
     length = jnp.maximum(jnp.sum(valid_bg, axis=-1), 1)[:, None]  # [B, 1]
-    prompt_masked = prompt_mask_bp[:, None, :] & (
-        jax.random.uniform(k_p, (b, m, prompt_mask_bp.shape[1])) < p_mask_prompt
-    )
-    noise = jax.random.uniform(k_n, (b, m, g))
+    p = prompt_mask_bp.shape[1]
+
+    def prompt_noise(k):
+        u = jax.vmap(lambda j: jax.random.uniform(jax.random.fold_in(k, j), (m,)))(
+            jnp.arange(p)[::-1]
+        )
+        return u.T  # [m, P]
+
+    prompt_masked = prompt_mask_bp[:, None, :] & (per_row(prompt_noise, k_p) < p_mask_prompt)
+    uniform = lambda keys, shape: per_row(lambda k: jax.random.uniform(k, shape), keys)  # noqa: E731
+    noise = uniform(k_n, (m, g))
     pos = jnp.arange(g)
     if mode == "all":
         masked = jnp.ones((b, m, g), bool)
         return MaskDraw(masked, valid, jnp.ones((b, m), jnp.float32), prompt_masked)
     if mode == "random":
-        k = _uniform_int(k_k, (b, m), 1, length)
+        k = _uniform_int(uniform(k_k, (m,)), 1, length)
         chosen = _ranks(noise, valid) < k[..., None]
         masked = (chosen & valid) | ~valid
         scored = masked & valid
@@ -131,16 +142,16 @@ def draw_masks(
         return MaskDraw(masked, scored, weight, prompt_masked)
     # Block-wise masking.
     nblocks = (length + block_len - 1) // block_len  # [B, 1]
-    bstar = _uniform_int(k_b, (b, m), 0, nblocks - 1)
+    bstar = _uniform_int(uniform(k_b, (m,)), 0, nblocks - 1)
     blk = pos // block_len
     nv = jnp.minimum(block_len, length - block_len * bstar)  # [B, m]
-    k = _uniform_int(k_k, (b, m), 1, nv)
+    k = _uniform_int(uniform(k_k, (m,)), 1, nv)
     in_star = (blk[None, None, :] == bstar[..., None]) & valid
     chosen = in_star & (_ranks(noise, in_star) < k[..., None])
     later = blk[None, None, :] > bstar[..., None]
     earlier = (blk[None, None, :] < bstar[..., None]) & valid
     if weighting == "parity":
-        earlier_hit = earlier & (jax.random.uniform(k_e, (b, m, g)) < p_mask_prompt)
+        earlier_hit = earlier & (uniform(k_e, (m, g)) < p_mask_prompt)
         masked = chosen | later | ~valid | earlier_hit
         scored = masked & valid
         weight = length.astype(jnp.float32) / jnp.maximum(jnp.sum(scored, -1), 1)

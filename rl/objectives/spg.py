@@ -1,0 +1,113 @@
+"""Sandwiched Policy Gradient (SPG, arXiv:2510.09541, Algorithm 1 and eq. 8).
+
+  J_SPG = E[(1/g) sum_j ( 1[A_j > 0] A_j L_ELBO(x_j | c) + 1[A_j <= 0] A_j L_neg(x_j | c) )]
+
+Positive-advantage completions raise their ELBO (a lower bound of log pi); negative ones lower an
+upper bound: the EUBO (Corollary 1), the omega-mixture (eq. 8), the ELBO (`spg_elbo`) or nothing
+(`spg_no_neg`, the "zero" ablation). Plain policy gradient: no ratio, no clipping, no KL. Each call
+draws fresh mask keys (the update step splits its RNG per call), independent of rollout keys.
+Normalisation as in the reference: loss = -sum_b A_b s_b / sum_b L_b, with s_b the sequence bound
+(per-token average times L_b) and L_b the valid completion length (Dr.GRPO-style token mean).
+
+Batch: `prompt` [B,P] int, `prompt_mask` [B,P] bool, `completion` [B,G] int, `valid` [B,G] bool
+(through the first EOS), `advantage` [B] float, `row_mask` [B] bool (False = padding row).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import nnx
+
+from rl import likelihood as lk
+from rl.objectives import register
+
+BOUNDS = ("mix", "eubo", "elbo", "zero")
+
+
+def make_spg_loss(
+    graphdef,
+    *,
+    mask_id: int,
+    bound: str = "mix",
+    beta: float = 1.0,
+    omega: float = 0.5,
+    num_mc: int = 2,
+    mask_mode: str = "block",
+    weighting: str = "parity",
+    block_len: int = 32,
+    p_mask_prompt: float = 0.15,
+    role: str = "policy",
+    **unused,
+):
+    """Builds the SPG loss `(params, frozen, batch, rng) -> (loss_sum, denom, aux)`.
+
+    Args:
+      graphdef: NNX graph definition of the bidirectional policy.
+      mask_id: the mask token.
+      bound: estimator for negative advantages: "mix", "eubo", "elbo" or "zero".
+      beta: Renyi order of the EUBO (>= 1).
+      omega: mixture weight of the EUBO in "mix".
+      num_mc: m, perturbations per completion (one batched forward pass).
+      mask_mode, weighting, block_len, p_mask_prompt: see `rl.likelihood.draw_masks`.
+      role: params role of the policy.
+    """
+    del unused
+    if bound not in BOUNDS:
+        raise ValueError(f"SPG bound {bound!r} not in {BOUNDS}")
+
+    def loss_fn(params, frozen, batch, rng):
+        model = nnx.merge(graphdef, params[role], frozen[role])
+        valid = batch["valid"]
+        draw = lk.draw_masks(
+            rng,
+            valid,
+            batch["prompt_mask"],
+            num_samples=num_mc,
+            mode=mask_mode,
+            weighting=weighting,
+            block_len=block_len,
+            p_mask_prompt=p_mask_prompt,
+        )
+        ll = lk.completion_logps(
+            model, batch["prompt"], batch["prompt_mask"], batch["completion"], draw, mask_id
+        )
+        length = jnp.sum(valid, axis=-1).astype(jnp.float32)
+        row = batch["row_mask"].astype(jnp.float32)
+        adv = batch["advantage"].astype(jnp.float32) * row
+        el = lk.elbo(ll, draw.scored, draw.weight)
+        eu, coverage = lk.eubo(ll, draw.scored, draw.weight, beta, length)
+        neg = {"mix": lk.mix(el, eu, omega), "eubo": eu, "elbo": el, "zero": jnp.zeros_like(el)}[
+            bound
+        ]
+        s = jnp.where(adv > 0, el, neg)
+        loss_sum = -jnp.sum(adv * s)
+        denom = jnp.sum(row * length)
+        n = jnp.maximum(jnp.sum(row), 1.0)
+        per_tok = lambda v: jnp.sum(row * v / jnp.maximum(length, 1.0)) / n  # noqa: E731
+        aux = {
+            "spg/elbo": per_tok(el),
+            "spg/eubo": per_tok(eu),
+            "spg/eubo_coverage": jnp.sum(row * coverage) / n,
+            "spg/t_hat": jnp.sum(
+                row[:, None] * jnp.sum(draw.scored, -1) / jnp.maximum(length[:, None], 1.0)
+            )
+            / (n * num_mc),
+        }
+        return loss_sum, denom, aux
+
+    return loss_fn
+
+
+@register("spg")
+def spg(graphdef, **kw):
+    return make_spg_loss(graphdef, **kw)
+
+
+@register("spg_elbo")
+def spg_elbo(graphdef, **kw):
+    return make_spg_loss(graphdef, **{**kw, "bound": "elbo"})
+
+
+@register("spg_no_neg")
+def spg_no_neg(graphdef, **kw):
+    return make_spg_loss(graphdef, **{**kw, "bound": "zero"})
