@@ -52,8 +52,26 @@ def main(argv):
     del result  # app.run would sys.exit() with a returned value; results live in result.json
 
 
+def _parse_flags(argv):
+    """absl flag parsing, with config errors shown as one line instead of a traceback."""
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
+        if os.environ.get("LMRL_TRACEBACK") == "1":
+            raise
+        text = str(e)
+        if "Traceback" in text:  # a config file raised: keep its own last line
+            text = [ln for ln in text.splitlines() if ln.strip()][-1]
+        text = text.replace("\\n", " ").replace("\\'", "'")
+        if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+            text = text[1:-1]
+        msg = " ".join(text.split())
+        print(f"error: bad --config or override: {msg}", file=sys.stderr)
+        sys.exit(2)
+
+
 def run_main():
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":
