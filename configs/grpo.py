@@ -49,6 +49,7 @@ def ar_rl_config(experiment: str, v: dict) -> mlc.ConfigDict:
         dict(
             objective="grpo",
             sft_dir="",  # "" = workdir/sft
+            seed=-1,  # RL sampling/prompt-order seed; -1 = config.seed
             steps=120,
             prompts_per_step=16,
             group_size=4,

@@ -82,6 +82,8 @@ class Rollouts:
 
         self.c, self.rc, self.task, self.tok = config, config.rl, task, tokenizer
         rc = self.rc
+        # RL randomness (prompt order, sampling) can vary while the SFT warm start is shared.
+        self.rl_seed = config.seed if rc.get("seed", -1) < 0 else rc.seed
         self.train = task.generate("train", rc.num_train_prompts, config.seed + 1)
         self.test = task.generate("test", rc.num_eval, config.seed)
         style = config.sft.style
@@ -116,9 +118,9 @@ class Rollouts:
     def batch(self, state, step: int):
         """The training batch for `step` and host statistics."""
         rc, n = self.rc, self.rc.group_size
-        rng = np.random.default_rng([self.c.seed, step])
+        rng = np.random.default_rng([self.rl_seed, step])
         idx = rng.choice(len(self.train), rc.prompts_per_step, replace=False)
-        key = jax.random.fold_in(jax.random.key(self.c.seed + 17), step)
+        key = jax.random.fold_in(jax.random.key(self.rl_seed + 17), step)
         pt, pm, out = self._generate(state, self.train_p, idx, key, n)
         examples = [self.train[i] for i in idx for _ in range(n)]
         texts = [self.tok.decode(t[m]) for t, m in zip(out.tokens, out.mask, strict=True)]
@@ -240,7 +242,8 @@ def run(config, workdir: str) -> dict[str, float]:
         frozen["ref"] = jax.tree.map(jnp.copy, params)
     optim = dict(config.rl_optim, total_steps=rc.steps)
     tx = make_optimizer(optim)
-    state = TrainState.create({"policy": params}, tx, jax.random.key(config.seed + 5), frozen)
+    rl_seed = config.seed if rc.get("seed", -1) < 0 else rc.seed
+    state = TrainState.create({"policy": params}, tx, jax.random.key(rl_seed + 5), frozen)
     loss_fn = objectives.get(rc.objective)(graphdef, dict(rc))
     update = make_update_step(loss_fn, tx, num_microbatches=rc.microbatches)
     roll = Rollouts(config, graphdef, task, tokenizer)
