@@ -1,0 +1,195 @@
+"""Runner for `configs/spg.py`: MDLM warm start, then SPG (or d1 / wd1) on a generated task.
+
+Stages (arXiv:2510.09541 Algorithm 1): (1) the warm-start SFT stage (`train.sft.sft_stage`, MDLM
+loss, cached under `workdir/sft`: a finished stage is reloaded, an interrupted one resumes);
+(2) held-out greedy evaluation of the warm start; (3) RL: per step, g completions for each of the
+step's prompts from the LLaDA sampler (temperature `rl.temperature`), rewards, mean-subtracted
+advantages, µ updates of the registered objective (checkpointed in `workdir/ckpt`, resumable);
+(4) held-out evaluation again, a before/after table and `plot.png`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+
+from rl import objectives
+from rl.rollout import evaluate, make_rollout_fn, rl_loop
+from rl.sampling.diffusion import make_sampler
+from train.checkpoint import Checkpointer
+from train.loop import restore_or
+from train.metrics import MetricWriter
+from train.optim import make_optimizer
+from train.plot import plot_metrics
+from train.sft import make_task_and_tokenizer, sft_stage
+from train.state import TrainState, split_module
+from train.step import make_update_step
+
+
+def _copy(tree):
+    return jax.tree.map(jnp.copy, tree)
+
+
+def build_objective(config, graphdef, tokenizer):
+    rc = config.rl
+    kw = dict(
+        mask_id=tokenizer.mask_id,
+        bound=rc.bound,
+        beta=rc.beta,
+        omega=rc.omega,
+        num_mc=rc.num_mc,
+        mask_mode=rc.mask_mode,
+        weighting=rc.weighting,
+        block_len=rc.mask_block_len,
+        p_mask_prompt=rc.p_mask_prompt,
+        clip_eps=rc.clip_eps,
+        kl_beta=rc.kl_beta,
+        group_size=rc.group_size,
+    )
+    return objectives.get(rc.objective)(graphdef, **kw)
+
+
+def run(config, workdir: str) -> dict[str, float]:
+    """Runs SFT warm start + RL; returns before/after held-out metrics."""
+    from data.pipeline import encode_prompts
+
+    rc = config.rl
+    if rc.init_weights:
+        raise NotImplementedError(
+            "the llada8b variant loads HF weights with models.convert.load_hf_checkpoint; put "
+            f"LLaDA-8B-Instruct safetensors at {rc.init_weights!r} and run on a GPU (not wired "
+            "into this CPU runner yet)"
+        )
+    task, tokenizer = make_task_and_tokenizer(config)
+    writer = MetricWriter(workdir)
+    sft = sft_stage(
+        config,
+        os.path.join(workdir, "sft"),
+        task=task,
+        tokenizer=tokenizer,
+        writer=writer,
+        objective="mdlm",
+    )
+    graphdef, params, rest = split_module(sft.model)
+
+    train_ex = task.generate("train", rc.num_train_prompts, config.seed + 1)
+    test_ex = task.generate("test", rc.num_eval, config.seed + 2)
+    style = config.sft.style
+    train_p = encode_prompts(train_ex, task, tokenizer, rc.max_prompt_len, style)
+    test_p = encode_prompts(test_ex, task, tokenizer, rc.max_prompt_len, style)
+
+    common = dict(block_len=rc.block_len, mask_id=tokenizer.mask_id, eos_id=tokenizer.eos_id)
+    roll_sampler = make_sampler(
+        graphdef, gen_len=rc.gen_len, steps=rc.gen_steps, temperature=rc.temperature, **common
+    )
+    eval_samplers = {
+        g: make_sampler(graphdef, gen_len=g, steps=g // 2, temperature=0.0, **common)
+        for g in rc.eval_gen_lens
+    }
+
+    def eval_params(p, r):
+        return evaluate(
+            eval_samplers, p, r, test_p, test_ex, task, tokenizer, batch_size=rc.eval_batch_size
+        )
+
+    before = eval_params(params, rest)
+
+    tx = make_optimizer(dict(config.rl_optim))
+    frozen = {"policy": rest}
+    if rc.objective == "diffu_grpo":
+        frozen["ref_params"] = _copy(params)
+        frozen["old_params"] = _copy(params)
+    state = TrainState.create(
+        {"policy": params}, tx, jax.random.fold_in(jax.random.key(config.seed), 11), frozen=frozen
+    )
+    ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=config.keep_checkpoints)
+    state, _, resumed = restore_or(ckpt, state)
+    loss_fn = build_objective(config, graphdef, tokenizer)
+    update = make_update_step(loss_fn, tx)
+    rollout = make_rollout_fn(
+        roll_sampler,
+        task=task,
+        tokenizer=tokenizer,
+        examples=train_ex,
+        prompts=train_p,
+        prompts_per_step=rc.prompts_per_step,
+        group_size=rc.group_size,
+        seed=config.seed,
+        compat=rc.compat,
+    )
+
+    def before_updates(st):
+        if "old_params" not in st.frozen:
+            return st
+        return st.replace(frozen={**st.frozen, "old_params": _copy(st.params["policy"])})
+
+    def eval_fn(st):
+        return eval_params(st.params["policy"], st.frozen["policy"])
+
+    state, last = rl_loop(
+        state=state,
+        update_fn=update,
+        rollout_fn=rollout,
+        num_steps=rc.steps,
+        inner_updates=rc.inner_updates,
+        writer=writer,
+        ckpt=ckpt,
+        ckpt_every=config.ckpt_every,
+        log_every=config.log_every,
+        eval_fn=eval_fn,
+        eval_every=rc.eval_every,
+        before_updates=before_updates,
+        desc=rc.objective,
+        prefix_step=sft.steps,
+    )
+    ckpt.close()
+    after = eval_params(state.params["policy"], state.frozen["policy"])
+    writer.write(sft.steps + rc.steps, after)
+    writer.close()
+
+    g0 = rc.gen_len
+    keys = [
+        "rl/reward_mean",
+        f"eval/accuracy@{g0}",
+        "train/loss",
+        "train/grad_norm",
+        "spg/elbo",
+        "spg/eubo",
+        "rl/collapse",
+        "sft/test_loss",
+    ]
+    png = plot_metrics(
+        writer.jsonl_path,
+        keys,
+        os.path.join(workdir, "plot.png"),
+        title=f"{rc.objective} ({rc.bound}) on {config.task}",
+    )
+    result = {f"before/{k}": v for k, v in before.items()}
+    result.update({f"after/{k}": v for k, v in after.items()})
+    result["rl/final_reward_mean"] = last.get("rl/reward_mean", float("nan"))
+    result["train/skipped"] = int(jax.device_get(state.skipped))
+    with open(os.path.join(workdir, "result.json"), "w") as f:
+        json.dump(result, f, indent=2, sort_keys=True)
+    _print_table(config, before, after, png, resumed)
+    return result
+
+
+def _print_table(config, before, after, png, resumed):
+    rc = config.rl
+    name = rc.objective + (f"-{rc.bound}" if rc.objective == "spg" else "")
+    print("\n" + "=" * 72)
+    print(
+        f"{name} on {config.task}: {rc.steps} RL steps after {config.sft.steps} MDLM SFT steps"
+        + (" (resumed)" if resumed else "")
+    )
+    print(f"{'held-out metric':28s} {'warm start':>12s} {'after RL':>12s} {'change':>10s}")
+    for k in sorted(before):
+        if "/collapse" in k:
+            continue
+        b, a = before[k], after[k]
+        print(f"{k:28s} {b:12.4f} {a:12.4f} {a - b:+10.4f}")
+    print(f"plot {png}")
+    print("=" * 72)
