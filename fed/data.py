@@ -81,6 +81,7 @@ def generate_corpus(
     topic_alpha: float = 0.3,
     topic_mix: np.ndarray | None = None,
     seed: int = 0,
+    sample_seed: int | None = None,
 ) -> FederatedCorpus:
     """Generates a federated corpus (deterministic in `seed`).
 
@@ -88,6 +89,8 @@ def generate_corpus(
     mixture from Dir(topic_alpha) (or takes row u of `topic_mix`), owns a few private names and
     codes, and writes sentences from shared templates or, with prob. `private_frac`, from personal
     templates whose name slot takes a private name (70%) or a shared common name (30%).
+    The words (topics, shared names) depend on `seed` only; with `sample_seed` set, the clients
+    are drawn from a separate stream, so corpora with one `seed` share a vocabulary.
     """
     rng = np.random.default_rng(seed)
     taken = set(_FUNCTION)
@@ -102,6 +105,8 @@ def generate_corpus(
     ]
     shared_names = list(dict.fromkeys(n for n in shared_names if n not in taken))[:num_shared_names]
     taken.update(shared_names)
+    if sample_seed is not None:
+        rng = np.random.default_rng([seed, sample_seed])
     zipf = _zipf(per_kind)
     mix = (
         topic_mix

@@ -43,12 +43,15 @@ class CharEncoder(nnx.Module):
 
     def __init__(self, cfg: WordLMConfig, *, rngs: nnx.Rngs):
         self.embed = nnx.Embed(cfg.num_chars, cfg.char_dim, rngs=rngs)
+        # Convolutions as unfolded windows @ kernel: a plain matmul, which stays a (batched)
+        # matmul under vmap over clients instead of a slow grouped convolution on CPU.
         self.convs = nnx.List(
             [
-                nnx.Conv(cfg.char_dim, f, kernel_size=(w,), padding="VALID", rngs=rngs)
+                nnx.Linear(w * cfg.char_dim, f, rngs=rngs)
                 for f, w in zip(cfg.filters, cfg.widths, strict=True)
             ]
         )
+        self.widths = cfg.widths
         total = sum(cfg.filters)
         self.gate = nnx.Linear(total, total, rngs=rngs)
         self.transform = nnx.Linear(total, total, rngs=rngs)
@@ -58,8 +61,10 @@ class CharEncoder(nnx.Module):
         x_wcd = self.embed(chars_wc)
         mask_wc = chars_wc > 0
         pooled = []
-        for conv in self.convs:
-            y = jnp.tanh(conv(x_wcd))  # [W, C - width + 1, F]
+        num_c = chars_wc.shape[1]
+        for conv, w in zip(self.convs, self.widths, strict=True):
+            windows = jnp.concatenate([x_wcd[:, i : num_c - w + 1 + i] for i in range(w)], -1)
+            y = jnp.tanh(conv(windows))  # [W, C - w + 1, F]
             # a window is real if its first character is; short words keep at least one window
             valid = mask_wc[:, : y.shape[1]]
             valid = valid.at[:, 0].set(True)
