@@ -77,7 +77,8 @@ def test_sigkill_resume_matches_uninterrupted(tmp_path):
     deadline = time.time() + 180
     killed = False
     while time.time() < deadline and proc.poll() is None:
-        steps = [int(d) for d in os.listdir(w / "ckpt")] if (w / "ckpt").exists() else []
+        names = os.listdir(w / "ckpt") if (w / "ckpt").exists() else []
+        steps = [int(d) for d in names if d.isdigit()]
         if any(10 <= s < 40 for s in steps):
             proc.send_signal(signal.SIGKILL)
             killed = True
