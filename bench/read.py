@@ -8,8 +8,8 @@ Memory is the compiled update step's `memory_analysis()` (a CPU proxy, not a dev
 peak = argument + output - alias + temp bytes, i.e. every live input (trainable params, frozen
 backbone, optimizer state, batch), the outputs that do not reuse a donated input buffer, and
 XLA's scratch (activations kept for the backward pass, gradients, optimizer temporaries). FLOPs
-are `cost_analysis()["flops"]` of the same executable; step time is the mean wall time of 5
-steps after compilation. Writes bench/results/read.{json,md}.
+are `cost_analysis()["flops"]` of the same executable (the one that trains); step time is the
+mean wall time of 5 steps after compilation. Writes bench/results/read.{json,md}.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from flax import nnx
 from configs.read import get_config
 from models.peft import METHODS, AdaptedModel, count_trainable
 from models.transformer import Transformer, TransformerConfig
-from peft.finetune import batch_iter, build, load_task, train_method
+from peft.finetune import batch_iter, build, compiled_cost, load_task, train_method
 from peft.pretrain import pretrain_backbone
 from train.metrics import MetricWriter
 from train.state import TrainState
@@ -36,43 +36,14 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
 def compiled_stats(config, backbone, method: str, data: dict, cached: bool) -> dict:
-    """Memory / FLOPs / step time of one method's jitted update step."""
+    """Memory and FLOPs of one method's update step, compiled without training."""
     spec = data["spec"]
     _, split, tx = build(config, backbone, method, spec, cached)
     train = data["train_states" if split.cached else "train"]
-    batch = batch_iter(train, config.finetune.batch_size, 0)(0)
-    batch = {
-        k: v
-        for k, v in batch.items()
-        if k in ("label", "mask", "hidden", "final") or (k == "tokens" and not split.cached)
-    }
+    batch = batch_iter(train, config.finetune.batch_size, 0, split.batch_keys)(0)
     state = TrainState.create(split.params, tx, jax.random.key(0), frozen=split.frozen)
     update = make_update_step(split.loss_fn(spec.n_classes), tx)
-    compiled = update.lower(state, batch).compile()
-    mem = compiled.memory_analysis()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list | tuple) else cost
-    peak = (
-        mem.argument_size_in_bytes
-        + mem.output_size_in_bytes
-        - mem.alias_size_in_bytes
-        + mem.temp_size_in_bytes
-    )
-    state, _ = compiled(state, batch)
-    jax.block_until_ready(state)
-    t0 = time.perf_counter()
-    for _ in range(5):
-        state, _ = compiled(state, batch)
-    jax.block_until_ready(state)
-    return {
-        "peak_bytes": int(peak),
-        "argument_bytes": int(mem.argument_size_in_bytes),
-        "temp_bytes": int(mem.temp_size_in_bytes),
-        "output_bytes": int(mem.output_size_in_bytes),
-        "alias_bytes": int(mem.alias_size_in_bytes),
-        "flops": float(cost.get("flops", float("nan"))),
-        "step_ms": 1e3 * (time.perf_counter() - t0) / 5,
-    }
+    return compiled_cost(update.lower(state, batch).compile())
 
 
 def depth_sweep(config, data: dict, depths=(2, 4, 8)) -> list[dict]:
@@ -106,7 +77,8 @@ def markdown(res: dict) -> str:
         "# READ vs parameter-efficient baselines (CPU proxies)",
         "",
         f"Task `{res['task']}` ({res['metric']}, test n={res['n_test']}), "
-        f"backbone d={res['d_model']}, {res['n_layers']} layers, batch {res['batch_size']} x T={res['max_len']}, "
+        f"backbone d={res['d_model']}, {res['n_layers']} layers, "
+        f"batch {res['batch_size']} x T={res['max_len']}, "
         f"{res['steps']} fine-tuning steps; backbone MLM held-out accuracy "
         f"{100 * res['pretrain_acc']:.1f}%. Device: {res['device']}. No GPU was lent, so no "
         "device peak memory or energy is reported.",
@@ -165,26 +137,29 @@ def main():
     backbone, pre = pretrain_backbone(config, args.workdir, writer)
     data = load_task(config, backbone)
     methods = {}
-    for name, method, cached in [(m, m, False) for m in METHODS] + [
-        ("read (cached)", "read", True)
-    ]:
+    # Every method on the live backbone, then READ on cached states: the default and ablations
+    # of the cell, the aggregation and the width r (spec §7.3-7.4), all cheap without a backbone.
+    rows = [(m, m, False, {}) for m in METHODS] + [
+        ("read (cached)", "read", True, {}),
+        ("read lstm (cached)", "read", True, {"read_cell": "lstm"}),
+        ("read elman (cached)", "read", True, {"read_cell": "elman"}),
+        ("read last (cached)", "read", True, {"read_aggregate": "last"}),
+        ("read r=8 (cached)", "read", True, {"read_hidden": 8}),
+        ("read r=16 (cached)", "read", True, {"read_hidden": 16}),
+        ("read r=64 (cached)", "read", True, {"read_hidden": 64}),
+    ]
+    for name, method, cached, hp in rows:
         cfg = config.copy_and_resolve_references()
         cfg.finetune.cache_states = cached
+        cfg.peft.update(hp)
         t0 = time.perf_counter()
-        r = train_method(
-            cfg,
-            os.path.join(args.workdir, "cached" if cached else "online"),
-            backbone,
-            method,
-            data,
-            writer,
-        )
-        stats = compiled_stats(cfg, backbone, method, data, cached)
-        methods[name] = {**r, **stats, "train_s": time.perf_counter() - t0}
+        slug = "".join(c if c.isalnum() else "_" for c in name)
+        r = train_method(cfg, os.path.join(args.workdir, slug), backbone, method, data, writer)
+        methods[name] = {**r, "train_s": time.perf_counter() - t0}
         print(
-            f"{name:<14} score {r['test_score']:6.2f}  trainable {r['trainable_params']:>8,}  "
-            f"peak {stats['peak_bytes'] / 2**20:7.2f} MiB  {stats['flops'] / 1e9:.3f} GFLOP  "
-            f"{stats['step_ms']:.1f} ms",
+            f"{name:<20} score {r['test_score']:6.2f}  trainable {r['trainable_params']:>8,}  "
+            f"peak {r['peak_bytes'] / 2**20:7.2f} MiB  {r['flops'] / 1e9:.3f} GFLOP  "
+            f"{r['step_ms']:.1f} ms",
             flush=True,
         )
     writer.close()

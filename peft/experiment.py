@@ -2,7 +2,8 @@
 generated GLUE-like task with `config.method` and each method in `config.baselines`.
 
 Writes `metrics.jsonl` / TensorBoard events, `read.png` (training curves) and `results.json` into
-the workdir, and prints one row per method: task score, trainable parameters, step time.
+the workdir, and prints one row per method: task score, trainable parameters, compiled peak
+training memory and FLOPs of the update step (see `peft.finetune.compiled_cost`), step time.
 """
 
 from __future__ import annotations
@@ -37,11 +38,12 @@ def run(config, workdir: str) -> dict[str, float]:
     table = [
         f"task={spec.name} (metric: {spec.metric}, test n={len(data['test']['label'])}), "
         f"backbone MLM held-out acc {100 * pre['pretrain/heldout_acc']:.1f}%",
-        f"{'method':<9} {'score':>7} {'trainable':>10} {'step ms':>8}",
+        f"{'method':<9} {'score':>7} {'trainable':>10} {'peak MiB':>9} {'MFLOP':>8} {'step ms':>8}",
     ]
     for m, r in results.items():
         table.append(
-            f"{m:<9} {r['test_score']:7.2f} {r['trainable_params']:10d} {r['step_ms']:8.2f}"
+            f"{m:<9} {r['test_score']:7.2f} {r['trainable_params']:10d} "
+            f"{r['peak_bytes'] / 2**20:9.2f} {r['flops'] / 1e6:8.1f} {r['step_ms']:8.2f}"
         )
     print("\n".join(table))
     with open(os.path.join(workdir, "results.json"), "w") as f:

@@ -64,6 +64,8 @@ class Split:
             self.frozen = {}
         else:
             self.graphdef, self.params, self.frozen = split_trainable(model)
+        names = ("hidden", "final", "mask", "label") if cached else ("tokens", "mask", "label")
+        self.batch_keys = names
 
     def apply(self, params, frozen, batch):
         if not self.cached:
@@ -111,9 +113,32 @@ def evaluate(predict, params, frozen, data: dict, spec: glue.TaskSpec, batch_siz
     return glue.score(spec.metric, np.concatenate(preds)[:n], data["label"])
 
 
-def batch_iter(data: dict, batch_size: int, seed: int):
-    """`step -> batch`, a pure function of the step (epoch-wise reshuffling)."""
+def compiled_cost(compiled) -> dict:
+    """Memory and FLOPs of a compiled step (XLA's static analysis; a proxy on CPU).
+
+    peak_bytes = argument + output - alias + temp: every live input (trainable params, frozen
+    backbone, optimizer state, batch), outputs that do not reuse a donated input buffer, and
+    XLA's scratch (activations kept for the backward pass, gradients, optimizer temporaries).
+    """
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    arg, out = mem.argument_size_in_bytes, mem.output_size_in_bytes
+    alias, temp = mem.alias_size_in_bytes, mem.temp_size_in_bytes
+    return {
+        "peak_bytes": int(arg + out - alias + temp),
+        "argument_bytes": int(arg),
+        "output_bytes": int(out),
+        "alias_bytes": int(alias),
+        "temp_bytes": int(temp),
+        "flops": float(cost.get("flops", float("nan"))),
+    }
+
+
+def batch_iter(data: dict, batch_size: int, seed: int, keys=None):
+    """`step -> batch` of `keys` (default: all), a pure function of the step."""
     n = len(data["label"])
+    data = {k: v for k, v in data.items() if keys is None or k in keys}
 
     def batch_fn(step):
         epoch, i = divmod(step * batch_size, n)
@@ -133,8 +158,11 @@ def build(config, backbone, method: str, spec: glue.TaskSpec, cached: bool):
     """(model, split, tx) for one method on a (copied) backbone."""
     hp = dict(config.peft)
     hp["lora_targets"] = tuple(hp["lora_targets"].split("+"))
+    # A copy with its own buffers: update steps donate their state, and `nnx.clone` would
+    # share the backbone's arrays with every method.
+    graphdef, weights = nnx.split(backbone)
     model = AdaptedModel(
-        nnx.clone(backbone),
+        nnx.merge(graphdef, jax.tree.map(jnp.copy, weights)),
         method,
         max(spec.n_classes, 1),
         hp,
@@ -165,19 +193,17 @@ def train_method(
     suffix = "_states" if split.cached else ""
     train, valid, test = (data[k + suffix] for k in ("train", "valid", "test"))
     loss_fn = split.loss_fn(spec.n_classes)
-    # Copies: the step donates its state, and the arrays are shared with `backbone`.
-    params, frozen = jax.tree.map(jnp.copy, (split.params, split.frozen))
-    state = TrainState.create(params, tx, jax.random.key(config.seed), frozen=frozen)
+    state = TrainState.create(split.params, tx, jax.random.key(config.seed), frozen=split.frozen)
     ckpt = Checkpointer(
         os.path.join(workdir, "finetune", spec.name, method), keep=config.keep_checkpoints
     )
     state, _, _ = restore_or(ckpt, state)
-    update = make_update_step(loss_fn, tx)
+    batch_fn = batch_iter(train, fc.batch_size, config.seed, split.batch_keys)
+    # Compiled ahead of time once: the same executable trains and reports memory and FLOPs.
+    update = make_update_step(loss_fn, tx).lower(state, batch_fn(0)).compile()
     predict = make_predict(split, spec.n_classes)
     ev = lambda s, d: evaluate(predict, s.params, s.frozen, d, spec, fc.eval_batch_size)
-
-    batch_fn = batch_iter(train, fc.batch_size, config.seed)
-    # Step time: a few steps after compilation on a throwaway copy (the real state is donated).
+    # Step time: a few steps on a throwaway copy (the real state is donated).
     probe = jax.tree.map(jnp.copy, state)
     probe, _ = update(probe, batch_fn(0))
     jax.block_until_ready(probe)
@@ -209,6 +235,7 @@ def train_method(
         "valid_score": ev(state, valid),
         "trainable_params": n_train,
         "step_ms": step_ms,
+        **compiled_cost(update),
         "skipped": int(state.skipped),
         "cached_states": bool(split.cached),
     }

@@ -12,6 +12,7 @@ from peft import experiment
 from peft.finetune import task_loss
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_results_and_resumes(tmp_path):
     config = get_config("tiny,baselines=head")
     wd = str(tmp_path)
@@ -21,6 +22,8 @@ def test_tiny_run_writes_results_and_resumes(tmp_path):
         assert os.path.exists(os.path.join(wd, f)), f
     res = json.load(open(os.path.join(wd, "results.json")))
     assert res["methods"]["read"]["cached_states"] is True
+    # The side network only: less compiled memory than training through the backbone would need.
+    assert 0 < res["methods"]["head"]["peak_bytes"] < res["methods"]["read"]["peak_bytes"]
     # READ (hidden 32, d 32, GRU) + head: 3(rd + r^2 + 2r) + rd + 2d + (2d + 2).
     assert out["read/trainable_params"] == 3 * (32 * 32 * 2 + 64) + 32 * 32 + 64 + 66
     # A second run finds every stage finished in the workdir and reproduces the numbers.
