@@ -11,7 +11,8 @@ and added bytes per client. About 3-5 minutes on a 2-core CPU; expect the expans
 a much lower OOV rate and a higher top-3 than the closed-vocabulary rows, char init above random.
 
 Variants: backend=vmap|loop, server=fedadam|fedavg, expand_train=adapter|all, data_dir=<dir of
-<client>.jsonl files> (real federated text instead of the generated corpus), tiny.
+<client>.jsonl files> (real federated text instead of the generated corpus), dp_clip=<S>,
+dp_noise=<multiplier> (DP-FedAvg; epsilon at delta = 1/#clients is logged as dp/epsilon), tiny.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
             server_opt=v["server"],
             server_lr=0.02 if v["server"] == "fedadam" else 1.0,
             backend=v["backend"],
+            dp_clip=v["dp_clip"],  # > 0: DP-FedAvg (user-level clip, Gaussian noise on the sum)
+            dp_noise_multiplier=v["dp_noise"],
         )
     )
     c.model = mlc.ConfigDict(
@@ -76,7 +79,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
             epochs=1 if tiny else 3,
             batch_size=16,
             lr=0.5,
-            k_max=16,
+            k_max=24,
             min_count=1,
             expand_train=v["expand_train"],
         )

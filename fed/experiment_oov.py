@@ -18,7 +18,7 @@ import numpy as np
 import tqdm
 from flax import nnx
 
-from fed import data, oov, partition, simulation
+from fed import data, dp, oov, partition, simulation
 from models.word_lm import WordLM, WordLMConfig
 from train.checkpoint import Checkpointer
 from train.metrics import MetricWriter
@@ -50,7 +50,9 @@ def personalise(method, cfg, model, graphdef, params, rest, train_s, test_s, w2i
     vocab = set(w2i)
     n_train = max(len(s) for s in train_s)
     n_test = max(len(s) for s in test_s)
-    steps = max(1, math.ceil(n_train * p.epochs / p.batch_size))
+    # no personalisation: one fully-masked step (a no-op), then the evaluation
+    epochs = 0 if method == "none" else p.epochs
+    steps = max(1, math.ceil(n_train * epochs / p.batch_size))
     totals, added = None, []
     for start in range(0, len(train_s), p.block_size):
         ids = range(start, min(start + p.block_size, len(train_s)))
@@ -67,7 +69,8 @@ def personalise(method, cfg, model, graphdef, params, rest, train_s, test_s, w2i
                 ex["valid"] = np.broadcast_to(valid, (len(ex["x"]), p.k_max))
                 test["valid"] = valid
                 personal.append(ad)
-                added.append(len(pv) * (ad["emb"].shape[1] + 1) * 4)
+                # stored per client: |V_u| rows + biases, and the personal vocabulary biases
+                added.append((len(pv) * (ad["emb"].shape[1] + 1) + ad["bias_v"].size) * 4)
             else:
                 personal.append({})
                 added.append(oov.param_bytes(params) if method == "local_ft" else 0)
@@ -80,8 +83,10 @@ def personalise(method, cfg, model, graphdef, params, rest, train_s, test_s, w2i
             block_size=p.block_size,
             rng=np.random.default_rng([cfg.seed, start]),
             extra=tests,
-            epochs=p.epochs,
+            epochs=max(epochs, 1),
         )
+        if method == "none":
+            block = block._replace(mask_csb=np.zeros_like(block.mask_csb))
         personal_c = jax.tree.map(
             lambda *x: jnp.stack(x), *(personal + personal[:1] * (p.block_size - len(personal)))
         )
@@ -119,8 +124,13 @@ def run(config, workdir: str) -> dict[str, float]:
 
     loss_fn = oov.make_loss_fn(graphdef, rest, adapter=False)
     work = simulation.make_sgd_client_work(loss_fn, cfg.fed.client_lr, train_personal=False)
+    dp_clip = cfg.fed.dp_clip if cfg.fed.dp_clip > 0 else None
     alg = simulation.make_fed_avg(
-        work, oov.server_tx(cfg.fed.server_opt, cfg.fed.server_lr), backend=cfg.fed.backend
+        work,
+        oov.server_tx(cfg.fed.server_opt, cfg.fed.server_lr),
+        backend=cfg.fed.backend,
+        dp_clip=dp_clip,
+        dp_noise_multiplier=cfg.fed.dp_noise_multiplier,
     )
     state = alg.init(params)
     ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=cfg.keep_checkpoints)
@@ -149,6 +159,16 @@ def run(config, workdir: str) -> dict[str, float]:
             ckpt.save(r + 1, state, {"round": r + 1})
     ckpt.wait()
 
+    if dp_clip is not None and cfg.fed.dp_noise_multiplier > 0:
+        # user-level DP-FedAvg: Poisson-sampled Gaussian composed over rounds (approximating the
+        # fixed-size cohort by sampling rate cohort / #clients, as is standard)
+        event = dp.gaussian_event(
+            cfg.fed.dp_noise_multiplier,
+            steps=cfg.fed.rounds,
+            sampling_rate=cfg.fed.cohort / len(train_ex),
+        )
+        eps = dp.epsilon(event, 1.0 / len(train_ex), "rdp")
+        writer.write(cfg.fed.rounds, {"dp/epsilon": eps})
     model = nnx.merge(graphdef, state.shared, rest)
     n_eval = min(cfg.pers.num_eval_clients, len(train_s))
     results = {}

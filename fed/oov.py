@@ -46,7 +46,10 @@ def expanded_ids(word_to_id: dict, pvocab: list[str]) -> dict:
 
 
 def init_adapter(model, pvocab: list[str], k_max: int, mode: str, rng: jax.Array) -> dict:
-    """Adapter params {"emb": [k_max, d], "bias": [k_max]} and validity `[k_max]`.
+    """Adapter params {"emb": [k_max, d], "bias": [k_max], "bias_v": [V]} and validity `[k_max]`.
+
+    `bias_v` is the client's personal copy of the vocabulary biases (starts at the central ones):
+    the cheap part of the personal tree that adapts word frequencies to the client.
 
     Args:
       model: the central WordLM.
@@ -66,7 +69,7 @@ def init_adapter(model, pvocab: list[str], k_max: int, mode: str, rng: jax.Array
     valid = np.arange(k_max) < len(pvocab)
     # New words are rare: start their bias at the vocabulary's mean, not above frequent words.
     bias = jnp.full((k_max,), jnp.mean(model.bias.value))
-    return {"emb": emb * valid[:, None], "bias": bias}, valid
+    return {"emb": emb * valid[:, None], "bias": bias, "bias_v": model.bias.value}, valid
 
 
 def token_ce(logits_btv, y_bt, mask_bt):
@@ -92,6 +95,7 @@ def make_loss_fn(graphdef, rest, *, adapter: bool):
                 oov_emb_kd=personal["emb"],
                 oov_bias_k=personal["bias"],
                 oov_valid_k=batch["valid"][0],
+                bias_v=personal["bias_v"],
             )
         else:
             logits = model(batch["x"])

@@ -123,6 +123,7 @@ class WordLM(nnx.Module):
         oov_emb_kd: jax.Array | None = None,
         oov_bias_k: jax.Array | None = None,
         oov_valid_k: jax.Array | None = None,
+        bias_v: jax.Array | None = None,
     ) -> jax.Array:
         """Next-word logits.
 
@@ -131,12 +132,13 @@ class WordLM(nnx.Module):
           oov_emb_kd: adapter embeddings `[k, d_emb]` (input rows and output scores).
           oov_bias_k: adapter output biases `[k]`.
           oov_valid_k: bool `[k]`; False slots are padding and get -inf logits.
+          bias_v: a client's personal copy of the vocabulary biases `[V]` (default: shared).
 
         Returns:
           float32 logits `[B, T, V]` or `[B, T, V + k]`.
         """
         table_vd = self.chars(self.vocab_chars.value)
-        bias_v = self.bias.value
+        bias_v = self.bias.value if bias_v is None else bias_v
         if oov_emb_kd is not None:
             table_vd = jnp.concatenate([table_vd, oov_emb_kd], 0)
             bias_v = jnp.concatenate([bias_v, oov_bias_k], 0)
