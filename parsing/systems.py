@@ -26,6 +26,15 @@ def _merge(graphdef, params, frozen):
     return nnx.merge(graphdef, params[ROLE], frozen.get(ROLE, {}) if frozen else {})
 
 
+def encode_only(graphdef):
+    """``(params, frozen, src, mask) -> memory``: the shared encoder alone (latency breakdown)."""
+
+    def fn(params, frozen, src, src_mask):
+        return _merge(graphdef, params, frozen).encode(src, src_mask)
+
+    return fn
+
+
 def _xent(logits, target, valid):
     """Summed cross-entropy over ``valid`` positions (fp32) and the number of correct argmaxes."""
     lp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
