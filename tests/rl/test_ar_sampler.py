@@ -29,10 +29,12 @@ def left_padded():
 
 def greedy_by_recompute(model, toks, mask, n):
     """Reference: re-run the full sequence for every new token, no cache."""
+    graphdef, params, rest = split_module(model)
+    last = jax.jit(lambda t, m: nnx.merge(graphdef, params, rest)(t, mask_bt=m).logits[:, -1])
     out_toks = []
     done = np.zeros(toks.shape[0], bool)
     for _ in range(n):
-        logits = model(toks, mask_bt=mask).logits[:, -1]
+        logits = last(toks, mask)
         tok = np.asarray(jnp.argmax(logits, -1))
         tok = np.where(done, PAD, tok)
         out_toks.append(tok)
@@ -62,7 +64,7 @@ def test_logprobs_equal_rescoring(model):
     )(toks, mask, jax.random.key(3))
     full = jnp.concatenate([toks, out.tokens], 1)
     full_mask = jnp.concatenate([mask, out.mask], 1)
-    lp = score_tokens(model, full, full_mask)[:, toks.shape[1] :]
+    lp = nnx.jit(score_tokens)(model, full, full_mask)[:, toks.shape[1] :]
     np.testing.assert_allclose(np.asarray(lp), np.asarray(out.logp), atol=2e-5)
     assert np.all(np.asarray(out.logp)[~np.asarray(out.mask)] == 0)
     # Sampling under a truncated, tempered distribution: its log-probs differ from the raw ones.

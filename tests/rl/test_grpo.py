@@ -58,7 +58,7 @@ def setup():
     score[:, 4:] = True
     score &= mask
     model = nnx.merge(graphdef, params, rest)
-    old = score_tokens(model, jnp.asarray(toks), jnp.asarray(mask))
+    old = nnx.jit(score_tokens)(model, jnp.asarray(toks), jnp.asarray(mask))
     batch = {
         "tokens": jnp.asarray(toks),
         "mask": jnp.asarray(mask),
@@ -72,7 +72,7 @@ def setup():
 def test_loss_golden_at_ratio_one(setup):
     graphdef, params, frozen, batch = setup
     loss_fn = objectives.get("grpo")(graphdef, {"loss_norm": "token"})
-    ls, den, aux = loss_fn(params, frozen, batch, jax.random.key(0))
+    ls, den, aux = jax.jit(loss_fn)(params, frozen, batch, jax.random.key(0))
     ntok = np.asarray(batch["score_mask"]).sum(1)  # [4, 4, 4, 2]
     expect = -(np.asarray(batch["adv"]) * ntok).sum()
     np.testing.assert_allclose(ls, expect, rtol=1e-5)
@@ -85,7 +85,7 @@ def test_equal_rewards_zero_gradient(setup):
     graphdef, params, frozen, batch = setup
     b = dict(batch, adv=group_mean_std(jnp.full((2, 2), 0.3)).reshape(-1))
     loss_fn = objectives.get("grpo")(graphdef, {})
-    g = jax.grad(lambda p: loss_fn(p, frozen, b, None)[0])(params)
+    g = jax.jit(jax.grad(lambda p: loss_fn(p, frozen, b, None)[0]))(params)
     assert max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(g)) == 0.0
 
 
@@ -99,8 +99,8 @@ def test_clip_inactive_at_ratio_one(setup):
         lp = score_tokens(model, batch["tokens"], batch["mask"])
         return -jnp.sum(batch["adv"][:, None] * lp * batch["score_mask"])
 
-    g1 = jax.grad(lambda p: loss_fn(p, frozen, batch, None)[0])(params)
-    g2 = jax.grad(reinforce)(params)
+    g1 = jax.jit(jax.grad(lambda p: loss_fn(p, frozen, batch, None)[0]))(params)
+    g2 = jax.jit(jax.grad(reinforce))(params)
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
@@ -109,7 +109,7 @@ def test_kl_term_with_reference(setup):
     graphdef, params, frozen, batch = setup
     fz = dict(frozen, ref=jax.tree.map(lambda x: x + 0.05, params["policy"]))
     loss_fn = objectives.get("grpo")(graphdef, {"kl_coef": 0.1, "kl_estimator": "k3"})
-    _, _, aux = loss_fn(params, fz, batch, None)
+    _, _, aux = jax.jit(loss_fn)(params, fz, batch, None)
     assert float(aux["rl/kl"]) > 0
-    _, _, aux0 = loss_fn(params, dict(frozen, ref=params["policy"]), batch, None)
+    _, _, aux0 = jax.jit(loss_fn)(params, dict(frozen, ref=params["policy"]), batch, None)
     assert abs(float(aux0["rl/kl"])) < 1e-6

@@ -45,7 +45,7 @@ def exact_bound(theta, n):
 
 def test_bounds_ordered_and_jensen_gap():
     th = toy_params()
-    ls = [float(exact_bound(th, n)) for n in (1, 2, 3, 4)]
+    ls = [float(jax.jit(exact_bound, static_argnums=1)(th, n)) for n in (1, 2, 3, 4)]
     ev = float(exact_evidence(th))
     assert ls[0] < ls[1] < ls[2] < ls[3] < ev, (ls, ev)
     # Gap of L^(1) = KL(π(c) ‖ p(c|a*)).
@@ -84,13 +84,13 @@ def estimator_grads(theta, key, n, m, *, multi, baseline=True):
         del log_pa
         return jax.grad(lambda th: -f(th))(theta)
 
-    return jax.vmap(one)(jax.random.split(key, m))
+    return jax.jit(jax.vmap(one))(jax.random.split(key, m))
 
 
 @pytest.mark.parametrize("multi,n", [(False, 3), (True, 3)])
 def test_gradient_unbiased(multi, n):
     th = toy_params()
-    target = jax.grad(lambda t: exact_bound(t, 1 if not multi else n))(th)
+    target = jax.jit(jax.grad(lambda t: exact_bound(t, 1 if not multi else n)))(th)
     g = estimator_grads(th, jax.random.key(1), n, 20000, multi=multi)
     for name in ("c", "a"):
         mean = np.asarray(g[name].mean(0))
@@ -186,9 +186,11 @@ def test_answer_loglik_is_a_sum_padding_free(tiny_lm):
     model = nnx.merge(graphdef, params, rest)
     toks = jnp.array([[1, 5, 6, 7, 8, 2]])
     ans = jnp.array([[0, 0, 0, 1, 1, 1]], bool)
-    ll = jepo.answer_loglik(model, toks, toks != 0, ans)
-    lp = score_tokens(model, toks, toks != 0)
+    ll = nnx.jit(jepo.answer_loglik)(model, toks, toks != 0, ans)
+    lp = nnx.jit(score_tokens)(model, toks, toks != 0)
     np.testing.assert_allclose(ll, jnp.sum(lp[:, 3:]), rtol=1e-6)
     padded = jnp.concatenate([toks, jnp.zeros((1, 3), toks.dtype)], 1)
     pans = jnp.concatenate([ans, jnp.zeros((1, 3), bool)], 1)
-    np.testing.assert_allclose(jepo.answer_loglik(model, padded, padded != 0, pans), ll, rtol=1e-5)
+    np.testing.assert_allclose(
+        nnx.jit(jepo.answer_loglik)(model, padded, padded != 0, pans), ll, rtol=1e-5
+    )
