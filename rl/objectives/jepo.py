@@ -13,7 +13,10 @@ ll = log π(a*|x,c) = Σ_t log π(a*_t | x, c, a*_<t) (a SUM, never divided by |
   normalisation A/std(A) the factor n cancels, giving the paper's update (App. B.2).
 - Practical update (App. B.2): Ã = clip(A / std(A), −1, 1) with std over the valid samples of the
   batch; a format penalty r_fmt = −p when the generation lacks "the final answer is", its RLOO
-  advantage normalised separately and applied to the sampled tokens; β_sup weights the
+  advantage normalised separately and added to Ã on c_i (design: one forward pass per sample;
+  c_i is the whole generation when the marker is missing, so the penalty hits exactly the
+  malformed text; for well-formed samples it covers the text up to the marker, not the sampled
+  answer, which JEPO replaces by a*); β_sup weights the
   supervised/bound term (autodiff through logsumexp gives the self-normalised weights
   softmax_i(ll_i)); β·KL(π‖π_ref) per token on the sampled tokens.
 - Combined JEPO+RL: groups where the verifier succeeded use the RLOO advantage on the sampled
