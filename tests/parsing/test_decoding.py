@@ -50,20 +50,27 @@ def test_leaf_index_golden():
 
 def _random_unit_decode(tables, logits_tbv, max_leaves):
     """The unit loop of the TreePiece decoder with arbitrary logits instead of a network."""
-    b, t_max = logits_tbv.shape[1], logits_tbv.shape[0]
+    t_max, b = logits_tbv.shape[:2]
     k = tables["site_types"].shape[1] * t_max
+
+    @jax.jit
+    def step(stack, sp, leaves, done, logits, remaining):
+        ok = unit_allowed(tables, stack, sp, jnp.full((b,), remaining), max_leaves - leaves)
+        u = jnp.argmax(jnp.where(ok, logits, -jnp.inf), -1)
+        active = ~done
+        stack, sp = unit_push(tables, stack, sp, u, active)
+        leaves = leaves + jnp.where(active, tables["n_leaves"][u], 0)
+        return stack, sp, leaves, done | (sp == 0), jnp.where(active, u, -1), ok.any(-1) | done
+
     stack = jnp.full((b, k), NEED_INTENT, jnp.int32)
     sp, leaves, done = jnp.ones(b, jnp.int32), jnp.zeros(b, jnp.int32), jnp.zeros(b, bool)
     out = []
     for t in range(t_max):
-        ok = unit_allowed(tables, stack, sp, jnp.full((b,), t_max - t - 1), max_leaves - leaves)
-        assert bool(jnp.all(ok.any(-1) | done)), "a live row has no legal unit"
-        u = jnp.argmax(jnp.where(ok, logits_tbv[t], -jnp.inf), -1)
-        active = ~done
-        stack, sp = unit_push(tables, stack, sp, u, active)
-        leaves = leaves + jnp.where(active, tables["n_leaves"][u], 0)
-        out.append(jnp.where(active, u, -1))
-        done = done | (sp == 0)
+        stack, sp, leaves, done, u, live_ok = step(
+            stack, sp, leaves, done, logits_tbv[t], t_max - t - 1
+        )
+        assert bool(jnp.all(live_ok)), "a live row has no legal unit"
+        out.append(u)
     return np.stack(out, 1), np.asarray(done), np.asarray(leaves)
 
 
@@ -86,14 +93,19 @@ def test_token_grammar_always_well_formed(prep, length):
     b, s = 64, 6
     src_mask = jnp.arange(s)[None] < jnp.tile(jnp.array([[3], [6]]), (b // 2, 1))
     logits = jax.random.normal(jax.random.key(length), (length, b, g.n_cls + s)) * 3
+
+    @jax.jit
+    def step(st, logits_t, remaining):
+        ok = g.allowed(st, jnp.full((b,), remaining), src_mask)
+        a = jnp.argmax(jnp.where(ok, logits_t, -jnp.inf), -1)
+        active = ~g.done(st)
+        return g.step(st, a, active), jnp.where(active, a, -1), ok.any(-1) | ~active
+
     st, out = g.init(b), []
     for t in range(length):
-        ok = g.allowed(st, jnp.full((b,), length - t - 1), src_mask)
-        a = jnp.argmax(jnp.where(ok, logits[t], -jnp.inf), -1)
-        active = ~g.done(st)
-        assert bool(jnp.all(ok.any(-1) | ~active))
-        st = g.step(st, a, active)
-        out.append(jnp.where(active, a, -1))
+        st, a, live_ok = step(st, logits[t], length - t - 1)
+        assert bool(jnp.all(live_ok))
+        out.append(a)
     assert bool(jnp.all(g.done(st)))
     toks = [f"w{i}" for i in range(s)]
     for i, row in enumerate(np.stack(out, 1)):
@@ -102,6 +114,7 @@ def test_token_grammar_always_well_formed(prep, length):
         assert "<pad>" not in top and (i % 2 == 1 or "w4" not in top)
 
 
+@pytest.mark.slow  # compiles the full decoder (~10 s CPU, over a minute on a loaded machine)
 def test_treepiece_decoder_well_formed_untrained(prep):
     """Random (untrained) parameters: outputs are still complete trees with legal spans."""
     c, p = prep
