@@ -41,9 +41,28 @@ def _randomise(module, seed, scale=0.3):
     """Gives every parameter of `module` random values (so zero-init parts become non-zero)."""
     state = nnx.state(module, nnx.Param)
     leaves, tree = jax.tree.flatten(state)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    new = [scale * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
-    nnx.update(module, jax.tree.unflatten(tree, new))
+
+    @jax.jit
+    def draw(key):
+        keys = jax.random.split(key, len(leaves))
+        return [scale * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
+
+    nnx.update(module, jax.tree.unflatten(tree, draw(jax.random.key(seed))))
+
+
+def _jit(fn):
+    """jax.jit over modules passed as arguments (split outside, merged inside)."""
+
+    def wrapped(*args):
+        split = [nnx.split(a) if isinstance(a, nnx.Module) else (None, a) for a in args]
+
+        @jax.jit
+        def inner(states):
+            return fn(*(a if g is None else nnx.merge(g, a) for (g, _), a in zip(split, states)))
+
+        return inner([a for _, a in split])
+
+    return wrapped
 
 
 # ---------------------------------------------------------------- numpy reference of §2
@@ -85,13 +104,12 @@ def _np_read(p, hidden, cell, aggregate):
     return g @ p["w_out"] + p["b_out"]
 
 
-@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
-@pytest.mark.parametrize("aggregate", ["mean", "last"])
+@pytest.mark.parametrize("cell,aggregate", [("elman", "mean"), ("gru", "last"), ("lstm", "mean")])
 def test_correction_matches_numpy_reference(cell, aggregate):
     read = Read(16, 6, cell=cell, aggregate=aggregate, rngs=nnx.Rngs(1))
     _randomise(read, 2)
     hidden = np.random.default_rng(3).normal(size=(4, 2, 5, 16)).astype(np.float32)
-    got = read.correction(jnp.asarray(hidden))
+    got = _jit(lambda m, h: m.correction(h))(read, jnp.asarray(hidden))
     p = {k: np.asarray(v, np.float64) for k, v in nnx.to_pure_dict(nnx.state(read)).items()}
     want = _np_read(p, hidden.astype(np.float64), cell, aggregate)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
@@ -102,7 +120,7 @@ def test_param_count_formula():
     assert read_param_count(768, 256, "gru") == 986_112
     for cell in ("elman", "gru", "lstm"):
         for kw in ({}, {"learned_h0": True, "out_norm": True}):
-            read = Read(12, 5, cell=cell, rngs=nnx.Rngs(0), **kw)
+            read = nnx.eval_shape(lambda c=cell, k=kw: Read(12, 5, cell=c, rngs=nnx.Rngs(0), **k))
             n = sum(x.size for x in jax.tree.leaves(nnx.state(read, nnx.Param)))
             assert n == read_param_count(12, 5, cell, **kw)
 
@@ -110,14 +128,20 @@ def test_param_count_formula():
 def test_zero_init_equals_frozen_backbone_exactly():
     backbone = _backbone()
     tokens, mask = _batch()
-    out = backbone(tokens, mask_bt=mask, return_hidden=True)
     read = Read(CFG.d_model, 8, rngs=nnx.Rngs(1))
-    final = read(out.hidden, out.final)
+
+    def run(backbone, read):
+        out = backbone(tokens, mask_bt=mask, return_hidden=True)
+        final = read(out.hidden, out.final)
+        return out, final, backbone.head(final)
+
+    out, final, logits = _jit(run)(backbone, read)
     np.testing.assert_array_equal(np.asarray(final), np.asarray(out.final))
-    np.testing.assert_array_equal(np.asarray(backbone.head(final)), np.asarray(out.logits))
+    np.testing.assert_array_equal(np.asarray(logits), np.asarray(out.logits))
     # The same READ with a non-zero output projection does move the state.
     _randomise(read, 4)
-    assert float(jnp.max(jnp.abs(read(out.hidden, out.final) - out.final))) > 1e-3
+    _, moved, _ = _jit(run)(backbone, read)
+    assert float(jnp.max(jnp.abs(moved - out.final))) > 1e-3
 
 
 def test_correction_is_token_wise():
@@ -126,7 +150,7 @@ def test_correction_is_token_wise():
     _randomise(read, 1)
     hidden = jax.random.normal(jax.random.key(2), (4, 2, 5, 16))
     other = hidden.at[:, :, 1:].set(jax.random.normal(jax.random.key(3), (4, 2, 4, 16)))
-    d1, d2 = read.correction(hidden), read.correction(other)
+    d1, d2 = _jit(lambda m, h, o: (m.correction(h), m.correction(o)))(read, hidden, other)
     np.testing.assert_array_equal(np.asarray(d1[:, 0]), np.asarray(d2[:, 0]))
     assert not np.allclose(np.asarray(d1[:, 1:]), np.asarray(d2[:, 1:]))
 
@@ -149,7 +173,7 @@ def test_backbone_gradients_are_exactly_zero():
     model = _read_model()
     tokens, mask = _batch()
     graphdef, params = nnx.split(model, nnx.Param)
-    grads = jax.grad(lambda p: _loss_of(graphdef, tokens, mask)(p, nnx.State({})))(params)
+    grads = jax.jit(jax.grad(lambda p: _loss_of(graphdef, tokens, mask)(p, nnx.State({}))))(params)
     g = nnx.to_pure_dict(grads)
     bb = jax.tree.leaves(g["backbone"])
     assert bb and all(not np.any(np.asarray(x)) for x in bb)
