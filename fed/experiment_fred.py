@@ -6,7 +6,7 @@ from the target, plus one with a shifted vocabulary). A small Transformer LM is 
 union of the public corpora and used as the embedder (mean-pooled final states, L2-normalised so
 clipping at C = 1 is exact). For each epsilon, one DP estimate of the clients' mean/covariance
 (sigma calibrated with dp_accounting, delta = 1/#clients) scores every candidate. Ground truth:
-prefinetune the embedder on each candidate, FL-finetune with FedAvg (vmapped clients), record
+prefinetune a fresh LM on each candidate, FL-finetune with FedAvg (vmapped clients), record
 next-word accuracy on the clients' test splits. Reports Spearman rho(FreD, accuracy) and whether
 the top-ranked corpus is the best, per epsilon (averaged over noise draws).
 """
@@ -154,6 +154,7 @@ def run(config, workdir: str) -> dict[str, float]:
     union = lm_examples([s for p in public for s in p], w2i, cfg.max_len)
     train_central = make_train_central(graphdef, rest, config.optim)
     fl_accuracy = make_fl_accuracy(cfg, graphdef, rest)
+    init_params = params
     params = train_central(params, union, cfg.pretrain_steps, 32, 0)
     embed = fred.make_embed_fn(nnx.merge(graphdef, params, rest))
 
@@ -188,7 +189,9 @@ def run(config, workdir: str) -> dict[str, float]:
     acc = []
     for j, p in enumerate(tqdm.tqdm(public, desc="prefinetune+FL", disable=config.tiny)):
         examples = lm_examples(p, w2i, cfg.max_len)
-        pf = train_central(params, examples, cfg.prefinetune_steps, 32, 1 + j)
+        # the ground-truth LM starts from its random init (not the embedder), so what it knows
+        # comes from the candidate corpus; the embedder only scores
+        pf = train_central(init_params, examples, cfg.prefinetune_steps, 32, 1 + j)
         acc.append(fl_accuracy(pf, train_ex, test_all, config.seed))
         writer.write(j, {"fred/accuracy": acc[-1], "fred/fd_nonprivate": scores[math.inf][0][j]})
     acc = np.asarray(acc)

@@ -45,6 +45,10 @@ def expanded_ids(word_to_id: dict, pvocab: list[str]) -> dict:
     return out
 
 
+# jitted once per model structure: eager module calls would compile op by op for every client
+_embed_words = nnx.jit(lambda model, chars_wc: model.embed_words(chars_wc))
+
+
 def init_adapter(model, pvocab: list[str], k_max: int, mode: str, rng: jax.Array) -> dict:
     """Adapter params {"emb": [k_max, d], "bias": [k_max], "bias_v": [V]} and validity `[k_max]`.
 
@@ -59,9 +63,9 @@ def init_adapter(model, pvocab: list[str], k_max: int, mode: str, rng: jax.Array
       rng: key for the random init.
     """
     chars = data.chars_of(pvocab + [""] * (k_max - len(pvocab)), model.cfg.max_chars)
-    base = model.embed_words(model.vocab_chars.value)
+    base = _embed_words(model, model.vocab_chars.value)
     if mode == "char":
-        emb = model.embed_words(jnp.asarray(chars))
+        emb = _embed_words(model, jnp.asarray(chars))
     elif mode == "random":
         emb = jax.random.normal(rng, (k_max, base.shape[1])) * jnp.std(base)
     else:
