@@ -30,6 +30,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
             "server": "fedadam",
             "expand_train": "adapter",
             "data_dir": "",
+            "dp_clip": 0.0,
+            "dp_noise": 0.0,
             "tiny": False,
         },
         choices={
