@@ -102,6 +102,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
             read_hidden=32,
             read_cell="gru",
             read_aggregate="mean",
+            read_remat=True,
             lora_rank=8,
             lora_alpha=8.0,
             lora_targets="wq+wv",

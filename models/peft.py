@@ -197,7 +197,7 @@ class AdaptedModel(nnx.Module):
       method: one of METHODS.
       n_out: task-head outputs (classes, or 1 for regression).
       hp: method hyper-parameters (dict): lora_rank, lora_alpha, lora_targets, adapter_dim,
-        prompt_len, ladder_dim, read_hidden, read_cell, read_aggregate.
+        prompt_len, ladder_dim, read_hidden, read_cell, read_aggregate, read_remat.
     """
 
     def __init__(
@@ -241,6 +241,7 @@ class AdaptedModel(nnx.Module):
                 hp.get("read_hidden", 32),
                 cell=hp.get("read_cell", "gru"),
                 aggregate=hp.get("read_aggregate", "mean"),
+                remat=hp.get("read_remat", True),
                 rngs=rngs,
             )
         self.backbone = backbone
