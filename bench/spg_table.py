@@ -69,8 +69,8 @@ def summarise(results: dict, tasks, gen_lens) -> tuple[list[dict], str]:
         row = {"method": method}
         for task in tasks:
             g = gen_lens[task]
-            vals = [r[f"after/accuracy@{g}"] for r in results.get((task, method), [])]
-            base = [r[f"before/accuracy@{g}"] for r in results.get((task, method), [])]
+            vals = [r[f"after/eval/accuracy@{g}"] for r in results.get((task, method), [])]
+            base = [r[f"before/eval/accuracy@{g}"] for r in results.get((task, method), [])]
             if vals:
                 row[task] = f"{100 * np.mean(vals):.1f} ± {100 * np.std(vals):.1f} (n={len(vals)})"
                 row[f"{task} warm start"] = f"{100 * np.mean(base):.1f}"

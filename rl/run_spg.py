@@ -96,6 +96,7 @@ def run(config, workdir: str) -> dict[str, float]:
         )
 
     before = eval_params(params, rest)
+    writer.write(sft.steps, before)
 
     tx = make_optimizer(dict(config.rl_optim))
     frozen = {"policy": rest}

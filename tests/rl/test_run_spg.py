@@ -59,6 +59,6 @@ def test_tiny_run_and_resume(tmp_path, arg):
     # A second run on the same workdir resumes both stages and gives the same numbers.
     out2 = run(c, wd)
     assert (
-        out2["after/accuracy@24" if "sudoku" in c.task else "after/accuracy@16"]
-        == out["after/accuracy@24" if "sudoku" in c.task else "after/accuracy@16"]
+        out2["after/eval/accuracy@24" if "sudoku" in c.task else "after/eval/accuracy@16"]
+        == out["after/eval/accuracy@24" if "sudoku" in c.task else "after/eval/accuracy@16"]
     )
