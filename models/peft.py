@@ -295,6 +295,21 @@ def trainable_filter(method: str):
     return nnx.Any(HeadParam, extra)
 
 
+def optax_labels(model: AdaptedModel) -> nnx.State:
+    """Labels "trainable" / "frozen" over all of `model`'s parameters, for optax masks.
+
+    For training on the whole parameter tree, e.g.
+    `optax.multi_transform({"trainable": adamw, "frozen": optax.set_to_zero()}, labels)`; the
+    runner instead splits the trainable part out (`split_trainable`), so that neither gradients
+    nor optimizer state exist for the frozen part.
+    """
+    params = nnx.state(model, nnx.Param)
+    _, train, _ = split_trainable(model)
+    keys = {p for p, _ in nnx.to_flat_state(train)}
+    flat = [(p, "trainable" if p in keys else "frozen") for p, _ in nnx.to_flat_state(params)]
+    return nnx.State.from_flat_path(flat)
+
+
 def split_trainable(model: AdaptedModel):
     """(graphdef, trainable state, frozen state) for the functional update step."""
     return nnx.split(model, trainable_filter(model.method), ...)

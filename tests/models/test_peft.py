@@ -136,3 +136,15 @@ def test_unknown_method_and_lora_target_raise():
         _model("prefix")
     with pytest.raises(ValueError, match="unknown LoRA target"):
         _model("lora", lora_targets=("wz",))
+
+
+@pytest.mark.parametrize("method", ["lora", "bitfit", "read"])
+def test_optax_labels_mask_matches_filter(method):
+    model = nnx.eval_shape(lambda: _model(method))
+    labels = peft.optax_labels(model)
+    params = nnx.state(model, nnx.Param)
+    sizes = jax.tree.leaves(jax.tree.map(lambda x: x.size, params))
+    flags = jax.tree.leaves(labels)
+    assert len(sizes) == len(flags) and set(flags) == {"trainable", "frozen"}
+    n = sum(s for s, f in zip(sizes, flags, strict=True) if f == "trainable")
+    assert n == peft.count_trainable(model)["trainable"]
