@@ -136,6 +136,14 @@ def _markdown(meta, rows) -> str:
         "with the weights baked into the jitted function; decode_only = full latency minus the "
         "encoder-only latency (the encoder is the same size in every system).",
     ]
+    enc = [r["encoder_ms/batch1"] for r in rows.values() if "encoder_ms/batch1" in r]
+    if enc:
+        lines += [
+            "",
+            f"Noise check: the encoders are identical in size, yet their batch-1 "
+            f"latencies measured {min(enc):.3g}-{max(enc):.3g} ms in this run; treat "
+            "latency differences smaller than that spread as noise (shared CPU).",
+        ]
     return "\n".join(lines) + "\n"
 
 
