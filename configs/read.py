@@ -5,14 +5,16 @@
 
 Stages: (1) pretrain a small bidirectional Transformer encoder (masked LM) on a generated corpus,
 cached in `<workdir>/pretrain`; (2) adapt it to one generated task with `method` and with each
-method in `baselines`; print task score, trainable parameters and step time per method.
+method in `baselines`; print task score, trainable parameters, compiled peak training memory,
+FLOPs and step time per method.
 
 Default (`task=agree`, a CoLA analogue scored by MCC): d=64, 4 layers, 1500 masked-LM steps
 (~1.5 CPU-minutes; held-out masked-token accuracy ~42%), then READ, full fine-tuning and head-only
-for 500 steps each; about 4 minutes on an idle 2-core CPU (longer when shared). Measured: READ
-~98 MCC with 5% of the trainable parameters, full fine-tuning ~100, head-only ~36. The
-cross-sentence `pair` task stays near chance for every method at this budget (the small backbone
-does not learn to compare sentences). `:tiny` runs 2 steps of every stage in seconds.
+for 500 steps each; about 3 CPU-minutes (5-9 minutes wall on a busy shared 2-core machine).
+Measured (bench/results/read.md): READ 97.7 MCC with 5.4% of full fine-tuning's trainable
+parameters, full fine-tuning 100, head-only 35.6. The cross-sentence
+`pair` task stays near chance for every method at this budget (the small backbone does not
+learn to compare sentences). `:tiny` runs 2 steps of every stage in seconds.
 
 Variants: method=read|lora|bitfit|adapter|prompt|full|head|ladder, task=topic|agree|pair|overlap,
 baselines=full+head (methods to compare with, '+'-separated, may be empty), tiny.

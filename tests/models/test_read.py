@@ -15,7 +15,7 @@ from models.transformer import Transformer, TransformerConfig
 CFG = TransformerConfig(
     vocab_size=23,
     d_model=16,
-    n_layers=3,
+    n_layers=2,
     n_heads=4,
     n_kv_heads=2,
     d_ff=40,
