@@ -79,6 +79,7 @@ def get_config(arg=None):
         weighting="parity",
         mask_block_len=8,
         p_mask_prompt=0.15,
+        share_masks=False,
         clip_eps=0.5,
         kl_beta=0.04,
         steps=150,

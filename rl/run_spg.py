@@ -47,6 +47,7 @@ def build_objective(config, graphdef, tokenizer):
         p_mask_prompt=rc.p_mask_prompt,
         clip_eps=rc.clip_eps,
         kl_beta=rc.kl_beta,
+        share_masks=rc.get("share_masks", False),
         group_size=rc.group_size,
     )
     return objectives.get(rc.objective)(graphdef, **kw)

@@ -36,6 +36,8 @@ def make_spg_loss(
     weighting: str = "parity",
     block_len: int = 32,
     p_mask_prompt: float = 0.15,
+    share_masks: bool = False,
+    group_size: int = 1,
     role: str = "policy",
     **unused,
 ):
@@ -49,6 +51,8 @@ def make_spg_loss(
       omega: mixture weight of the EUBO in "mix".
       num_mc: m, perturbations per completion (one batched forward pass).
       mask_mode, weighting, block_len, p_mask_prompt: see `rl.likelihood.draw_masks`.
+      share_masks: completions of one group (consecutive runs of `group_size` rows) share their
+        mask random numbers (see `draw_masks(share_within=...)`).
       role: params role of the policy.
     """
     del unused
@@ -67,6 +71,7 @@ def make_spg_loss(
             weighting=weighting,
             block_len=block_len,
             p_mask_prompt=p_mask_prompt,
+            share_within=group_size if share_masks else 1,
         )
         ll = lk.completion_logps(
             model, batch["prompt"], batch["prompt_mask"], batch["completion"], draw, mask_id

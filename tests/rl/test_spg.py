@@ -73,6 +73,7 @@ METHODS = [
     pytest.param("spg_no_neg", {}, marks=_SLOW),
     pytest.param("spg", {"mask_mode": "random"}, marks=_SLOW),
     pytest.param("spg", {"weighting": "exact"}, marks=_SLOW),
+    pytest.param("spg", {"share_masks": True}, marks=_SLOW),
     ("diffu_grpo", {}),
     ("wd1", {}),
 ]
