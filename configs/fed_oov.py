@@ -32,6 +32,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
             "data_dir": "",
             "dp_clip": 0.0,
             "dp_noise": 0.0,
+            "adapter_lr": 0.5,
             "tiny": False,
         },
         choices={
@@ -81,6 +82,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
             epochs=1 if tiny else 3,
             batch_size=16,
             lr=0.5,
+            adapter_lr=v["adapter_lr"],  # step size of the personal tree (E_u, b_u, b_V)
+            methods="none+local_ft+oov_random+oov_char",
             k_max=24,
             min_count=1,
             expand_train=v["expand_train"],

@@ -44,7 +44,7 @@ def personalise(method, cfg, model, graphdef, params, rest, train_s, test_s, w2i
     train_shared = method == "local_ft" or (adapter and p.expand_train == "all")
     lr = 0.0 if method == "none" else p.lr
     work = oov.make_personalise_work(
-        graphdef, rest, adapter=adapter, lr=lr, train_shared=train_shared
+        graphdef, rest, adapter=adapter, lr=lr, train_shared=train_shared, adapter_lr=p.adapter_lr
     )
     runner = simulation.make_vmap_runner(work)
     vocab = set(w2i)
@@ -172,7 +172,8 @@ def run(config, workdir: str) -> dict[str, float]:
     model = nnx.merge(graphdef, state.shared, rest)
     n_eval = min(cfg.pers.num_eval_clients, len(train_s))
     results = {}
-    for i, method in enumerate(tqdm.tqdm(METHODS, desc="personalise", disable=cfg.tiny)):
+    methods = [m for m in METHODS if m in cfg.pers.methods.split("+")]
+    for i, method in enumerate(tqdm.tqdm(methods, desc="personalise", disable=cfg.tiny)):
         res = personalise(
             method,
             cfg,
@@ -183,7 +184,7 @@ def run(config, workdir: str) -> dict[str, float]:
             train_s[:n_eval],
             test_s[:n_eval],
             w2i,
-            jax.random.fold_in(key, 10**6 + i),
+            jax.random.fold_in(key, 10**6 + METHODS.index(method)),
         )
         results[method] = res
         writer.write(cfg.fed.rounds, {f"{method}/{k}": v for k, v in res.items()})

@@ -122,11 +122,13 @@ def emr_counts(logits_btv, y_bt, mask_bt, unk_id: int, eos_id: int) -> dict[str,
     }
 
 
-def make_personalise_work(graphdef, rest, *, adapter: bool, lr: float, train_shared: bool):
+def make_personalise_work(
+    graphdef, rest, *, adapter: bool, lr: float, train_shared: bool, adapter_lr: float
+):
     """Client work for personalisation: local SGD, then metrics on `extra` (the test split)."""
     loss_fn = make_loss_fn(graphdef, rest, adapter=adapter)
     base = simulation.make_sgd_client_work(
-        loss_fn, lr, train_shared=train_shared, train_personal=adapter
+        loss_fn, lr, train_shared=train_shared, train_personal=adapter, personal_lr=adapter_lr
     )
     unk_id, eos_id = 1, 3
 

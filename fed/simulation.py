@@ -67,13 +67,20 @@ class ClientBlock(NamedTuple):
 
 
 def make_sgd_client_work(
-    loss_fn: Callable, client_lr: float, *, train_shared: bool = True, train_personal: bool = True
+    loss_fn: Callable,
+    client_lr: float,
+    *,
+    train_shared: bool = True,
+    train_personal: bool = True,
+    personal_lr: float | None = None,
 ) -> ClientWork:
     """Client SGD on `loss_fn(shared, personal, batch, mask_b) -> (loss_sum, denom)`.
 
     A batch with no real example leaves the state untouched (so padded batches are no-ops), and the
-    gradient is of the mean loss over the batch's real examples.
+    gradient is of the mean loss over the batch's real examples. `personal_lr` (default
+    `client_lr`) is the step size of the personal tree.
     """
+    personal_lr = client_lr if personal_lr is None else personal_lr
 
     def init(shared, personal, rng):
         del rng
@@ -95,7 +102,7 @@ def make_sgd_client_work(
         )
         real = jnp.sum(mask_b) > 0
         lr_s = jnp.where(real & train_shared, client_lr, 0.0)
-        lr_p = jnp.where(real & train_personal, client_lr, 0.0)
+        lr_p = jnp.where(real & train_personal, personal_lr, 0.0)
         return {
             "shared": jax.tree.map(lambda p, g: p - lr_s * g, cstate["shared"], grads[0]),
             "personal": jax.tree.map(lambda p, g: p - lr_p * g, cstate["personal"], grads[1]),
