@@ -173,7 +173,7 @@ def run(config, workdir: str) -> dict[str, float]:
     n_eval = min(cfg.pers.num_eval_clients, len(train_s))
     results = {}
     methods = [m for m in METHODS if m in cfg.pers.methods.split("+")]
-    for i, method in enumerate(tqdm.tqdm(methods, desc="personalise", disable=cfg.tiny)):
+    for method in tqdm.tqdm(methods, desc="personalise", disable=cfg.tiny):
         res = personalise(
             method,
             cfg,
