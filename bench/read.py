@@ -132,9 +132,10 @@ def markdown(res: dict) -> str:
         "scan, whose gates are recomputed in the backward pass (`jax.checkpoint`). With cached "
         "states the backbone leaves the step: far fewer FLOPs and a shorter step, but the cached "
         "states arrive as an argument, so peak memory is about the same.",
-        "- Head-only and the ladder use less memory than READ here; READ's advantage over them "
-        "is the score. READ's trainable parameters do not depend on the depth (sweep above); "
-        "LoRA, adapters, BitFit and the ladder grow linearly with it.",
+        "- Head-only and the ladder (LST-lite) use less memory than READ here; head-only pays in "
+        "score, the ladder is close to READ on this task. READ's trainable parameters do not "
+        "depend on the depth (sweep above); LoRA, adapters, BitFit and the ladder grow linearly "
+        "with it.",
         "- The ablation rows share the backbone states and the budget (same steps and learning "
         "rate), so they show the cell / aggregation / width trade-off of spec §7.3-7.4.",
         "",
