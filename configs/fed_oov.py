@@ -32,7 +32,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
             "data_dir": "",
             "dp_clip": 0.0,
             "dp_noise": 0.0,
-            "adapter_lr": 0.5,
+            "adapter_lr": 5.0,
             "tiny": False,
         },
         choices={

@@ -70,7 +70,8 @@ def personalise(method, cfg, model, graphdef, params, rest, train_s, test_s, w2i
                 test["valid"] = valid
                 personal.append(ad)
                 # stored per client: |V_u| rows + biases, and the personal vocabulary biases
-                added.append((len(pv) * (ad["emb"].shape[1] + 1) + ad["bias_v"].size) * 4)
+                own = (len(pv) * (ad["emb"].shape[1] + 1) + ad["bias_v"].size) * 4
+                added.append(own + (oov.param_bytes(params) if train_shared else 0))
             else:
                 personal.append({})
                 added.append(oov.param_bytes(params) if method == "local_ft" else 0)
