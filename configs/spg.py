@@ -9,7 +9,7 @@ solved-rate before and after RL and writes `plot.png`. About 10 minutes on a 2-c
 
 Measured (shared 2-core CPU, seed 0, 150 RL steps): the warm start reaches 70.6% held-out cell
 accuracy (18.0% solved). RL does NOT yet improve it: with this default (lr 3e-5, tau 0.3) it ends
-at 70.4% (solved 17%); lr 1e-4 drifts down (SPG-Mix 60.4%, SPG-ELBO 65.6%); lr 3e-4 collapses to
+at 70.4% (solved 18.0%); lr 1e-4 drifts down (SPG-Mix 60.4%, SPG-ELBO 65.6%); lr 3e-4 collapses to
 one repeated token (25.2%, the failure mode the paper's issue tracker reports). See the issue
 note for the analysis.
 
