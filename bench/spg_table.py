@@ -195,6 +195,7 @@ def main():
         "pooled cell accuracy. mean ± std over seeds (n = seeds finished). Equal compute per "
         "cell: same warm start, RL steps, prompts per step, group size, µ and sampler budget."
     )
+    note += f" RL steps per cell: {args.rl_steps or 'config default'}; tasks run: {tasks}."
     if skipped:
         note += f"\n\nNot run within the time budget: {len(skipped)} cells: {skipped}"
     payload = {
