@@ -26,8 +26,15 @@ def get_config(arg=None):
     c.objective = v["objective"]
     c.model = common.model_config(causal=v["objective"] == "ar")
     c.optim = common.optim_config(lr=2e-3, warmup_steps=20)
-    c.sft = dict(steps=400, batch_size=64, num_train=4000, num_test=256, max_len=64,
-                 style="compact", microbatches=1)
+    c.sft = dict(
+        steps=400,
+        batch_size=64,
+        num_train=4000,
+        num_test=256,
+        max_len=64,
+        style="compact",
+        microbatches=1,
+    )
     c.log_every = 20
     c.eval_every = 100
     c.ckpt_every = 100
