@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-CONFIG ?= configs/sft.py
+CONFIG ?= configs/spg.py
 WORKDIR ?= runs/default
 
 .PHONY: setup run test test-all lint bench clean
