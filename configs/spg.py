@@ -6,8 +6,8 @@ training. A 2-layer, d=64 bidirectional LM is warm-started with the MDLM loss (c
 `workdir/sft`, so re-runs skip it), then trained for 150 steps with SPG-ELBO (block masking,
 m = 4 mask samples shared within each group, no prompt masking, 16 prompts x 6 completions per
 step, µ = 2, rollout tau 1.0, AdamW lr 1e-5). Prints held-out cell accuracy and solved-rate before
-and after RL and writes `plot.png`. About 7 minutes of RL on a 2-core CPU (measured 7m03s wall
-with two other runs sharing the CPU, warm start reused; the 600-step SFT adds a few minutes once).
+and after RL and writes `plot.png`. About 5 minutes of RL plus evaluation on a 2-core CPU (4m32s
+wall with one other run sharing the CPU, warm start reused; the 600-step SFT runs once before).
 
 Measured (seed 0, shared 2-core CPU, same warm start; cell accuracy at G=24): warm start 70.6%
 (solved 18.0%). This default: 71.6 / 72.4 / 72.8% after 50 / 100 / 150 RL steps (solved 20.3%;
@@ -19,7 +19,7 @@ asymmetric estimators: Mix (EUBO for negatives) drifts the most (old default lr 
 m 2, prompt masking 0.15: 70.4%; lr 1e-4: 60.4%; tau 1, m 4, no prompt masking: 30.0% at 3e-5,
 25.6% after 60 steps at 1e-4; with shared masks, 16 prompts, µ 2: 54.1% at 3e-5); ELBO on both
 sides is symmetric, and shared masks make identical tokens of a group cancel (ELBO, lr 3e-5:
-69.8%; lr 1e-5: 72.8%). Prompt masking (p 0.15, reference) hides puzzle digits the warm start
+69.8%; lr 1e-5: 72.8%; the same settings with Mix at lr 1e-5, `bound=mix`: 70.0%). Prompt masking (p 0.15, reference) hides puzzle digits the warm start
 always saw (per-token ELBO of rollouts -0.74 vs -0.17 without it), so it is off here. Positives
 only (`bound=zero`, lr 1e-4): 58.5%. The paper's Mix / m 2 / prompt masking are the `llada8b`
 settings; `bound=mix` selects Mix here.
