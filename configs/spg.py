@@ -19,10 +19,11 @@ asymmetric estimators: Mix (EUBO for negatives) drifts the most (old default lr 
 m 2, prompt masking 0.15: 70.4%; lr 1e-4: 60.4%; tau 1, m 4, no prompt masking: 30.0% at 3e-5,
 25.6% after 60 steps at 1e-4; with shared masks, 16 prompts, µ 2: 54.1% at 3e-5); ELBO on both
 sides is symmetric, and shared masks make identical tokens of a group cancel (ELBO, lr 3e-5:
-69.8%; lr 1e-5: 72.8%; the same settings with Mix at lr 1e-5, `bound=mix`: 70.0%). Prompt masking (p 0.15, reference) hides puzzle digits the warm start
-always saw (per-token ELBO of rollouts -0.74 vs -0.17 without it), so it is off here. Positives
-only (`bound=zero`, lr 1e-4): 58.5%. The paper's Mix / m 2 / prompt masking are the `llada8b`
-settings; `bound=mix` selects Mix here.
+69.8%; lr 1e-5: 72.8%; the same settings with Mix at lr 1e-5, `bound=mix`: 70.0%). Prompt
+masking (p 0.15, reference) hides puzzle digits the warm start always saw (per-token ELBO of
+rollouts -0.74 vs -0.17 without it), so it is off here. Positives only (`bound=zero`, lr 1e-4):
+58.5%. The paper's Mix / m 2 / prompt masking are the `llada8b` settings; `bound=mix`
+selects Mix here.
 
 Variants (after the colon, comma-separated):
   task=sudoku4|countdown         the generated task
