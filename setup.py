@@ -5,10 +5,22 @@ from setuptools import find_packages, setup
 setup(
     name="lmrl",
     version="0.1.0",
-    description="JAX/Flax research codebase: RL for LMs, federated LMs, PEFT and tree tokenisation.",
+    description="JAX/Flax research code: RL for LMs, federated LMs, PEFT, tree tokenisation.",
     python_requires=">=3.11",
-    packages=find_packages(include=["launch*", "train*", "models*", "data*", "rl*", "fed*",
-                                    "parsing*", "configs*", "bench*", "peft*"]),
+    packages=find_packages(
+        include=[
+            "launch*",
+            "train*",
+            "models*",
+            "data*",
+            "rl*",
+            "fed*",
+            "parsing*",
+            "configs*",
+            "bench*",
+            "peft*",
+        ]
+    ),
     install_requires=[
         "jax>=0.7,<0.11",
         "flax>=0.11.2,<0.13",

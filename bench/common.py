@@ -43,9 +43,14 @@ def matmul_peak(n: int = 2048, dtype=jnp.float32, iters: int = 5) -> float:
 
 def device_info() -> dict:
     d = jax.devices()[0]
-    return {"platform": d.platform, "device": d.device_kind, "num_devices": jax.device_count(),
-            "host": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "jax": jax.__version__}
+    return {
+        "platform": d.platform,
+        "device": d.device_kind,
+        "num_devices": jax.device_count(),
+        "host": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "jax": jax.__version__,
+    }
 
 
 def write_results(name: str, payload: dict, markdown: str) -> tuple[str, str]:

@@ -51,8 +51,16 @@ class SFTResult:
     steps: int
 
 
-def sft_stage(config, workdir: str, *, task, tokenizer, writer: MetricWriter, objective: str,
-              prefix: str = "sft") -> SFTResult:
+def sft_stage(
+    config,
+    workdir: str,
+    *,
+    task,
+    tokenizer,
+    writer: MetricWriter,
+    objective: str,
+    prefix: str = "sft",
+) -> SFTResult:
     """Trains (or resumes, or reloads when finished) the SFT model in `workdir`.
 
     Args:
@@ -68,23 +76,31 @@ def sft_stage(config, workdir: str, *, task, tokenizer, writer: MetricWriter, ob
     """
     sc = config.sft
     causal = objective == "ar"
-    _, train_recs = encode_split(task, tokenizer, "train", sc.num_train, config.seed, sc.max_len,
-                                 sc.style)
-    _, test_recs = encode_split(task, tokenizer, "test", sc.num_test, config.seed, sc.max_len,
-                                sc.style)
+    _, train_recs = encode_split(
+        task, tokenizer, "train", sc.num_train, config.seed, sc.max_len, sc.style
+    )
+    _, test_recs = encode_split(
+        task, tokenizer, "test", sc.num_test, config.seed, sc.max_len, sc.style
+    )
     from data.pipeline import make_batches
 
     batches = make_batches(train_recs, sc.batch_size, config.seed)
     test_batch = stack_records(test_recs)
 
-    model = build_transformer(config.model, tokenizer.vocab_size, config.seed, causal=causal,
-                              max_len=max(config.model.max_len, sc.max_len))
+    model = build_transformer(
+        config.model,
+        tokenizer.vocab_size,
+        config.seed,
+        causal=causal,
+        max_len=max(config.model.max_len, sc.max_len),
+    )
     graphdef, params, rest = split_module(model)
     optim = dict(config.optim)
     optim["total_steps"] = sc.steps
     tx = make_optimizer(optim)
-    state = TrainState.create({"policy": params}, tx, jax.random.key(config.seed),
-                              frozen={"policy": rest})
+    state = TrainState.create(
+        {"policy": params}, tx, jax.random.key(config.seed), frozen={"policy": rest}
+    )
     if objective == "ar":
         loss_fn = make_ar_loss(graphdef)
     elif objective == "mdlm":
@@ -106,11 +122,20 @@ def sft_stage(config, workdir: str, *, task, tokenizer, writer: MetricWriter, ob
     def batch_fn(step):
         return batches[step]
 
-    state, last = fit(state=state, update_fn=update, batch_fn=batch_fn, num_steps=sc.steps,
-                      writer=writer, ckpt=ckpt, ckpt_every=config.ckpt_every,
-                      log_every=config.log_every, eval_fn=eval_fn,
-                      eval_every=config.get("eval_every", 0), extra={"stage": prefix},
-                      desc=prefix)
+    state, last = fit(
+        state=state,
+        update_fn=update,
+        batch_fn=batch_fn,
+        num_steps=sc.steps,
+        writer=writer,
+        ckpt=ckpt,
+        ckpt_every=config.ckpt_every,
+        log_every=config.log_every,
+        eval_fn=eval_fn,
+        eval_every=config.get("eval_every", 0),
+        extra={"stage": prefix},
+        desc=prefix,
+    )
     ckpt.close()
     trained = nnx.merge(graphdef, state.params["policy"], state.frozen["policy"])
     metrics = {k: v for k, v in last.items() if k.startswith(f"{prefix}/")}
@@ -123,12 +148,16 @@ def run(config, workdir: str) -> dict[str, float]:
     """Runner for `configs/sft.py`."""
     task, tokenizer = make_task_and_tokenizer(config)
     writer = MetricWriter(workdir)
-    res = sft_stage(config, workdir, task=task, tokenizer=tokenizer, writer=writer,
-                    objective=config.objective)
+    res = sft_stage(
+        config, workdir, task=task, tokenizer=tokenizer, writer=writer, objective=config.objective
+    )
     writer.close()
-    png = plot_metrics(writer.jsonl_path, ["train/loss", "sft/test_loss", "sft/test_acc",
-                                           "train/grad_norm"], os.path.join(workdir, "plot.png"),
-                       title=f"SFT {config.task} ({config.objective})")
+    png = plot_metrics(
+        writer.jsonl_path,
+        ["train/loss", "sft/test_loss", "sft/test_acc", "train/grad_norm"],
+        os.path.join(workdir, "plot.png"),
+        title=f"SFT {config.task} ({config.objective})",
+    )
     m = res.metrics
     print("\n" + "=" * 64)
     print(f"SFT on {config.task} ({config.objective}), {res.steps} steps")

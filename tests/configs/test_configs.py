@@ -19,7 +19,11 @@ CONFIGS = sorted(
 def test_parse_variant():
     d = {"task": "a", "n": 1, "lr": 0.1, "tiny": False}
     assert common.parse_variant("task=b,n=3,lr=0.5,tiny", d) == {
-        "task": "b", "n": 3, "lr": 0.5, "tiny": True}
+        "task": "b",
+        "n": 3,
+        "lr": 0.5,
+        "tiny": True,
+    }
     with pytest.raises(ValueError, match="'tsk'"):
         common.parse_variant("tsk=b", d)
     with pytest.raises(ValueError, match="'n'"):

@@ -12,8 +12,14 @@ TINY = "configs/sft.py:tiny"
 
 
 def _cmd(workdir, *flags, config=TINY):
-    return [sys.executable, "-m", "launch.main", f"--config={config}", f"--workdir={workdir}",
-            *flags]
+    return [
+        sys.executable,
+        "-m",
+        "launch.main",
+        f"--config={config}",
+        f"--workdir={workdir}",
+        *flags,
+    ]
 
 
 def _run(cmd, timeout=240):
@@ -66,14 +72,19 @@ def test_corrupt_checkpoint_is_one_clear_line(tmp_path):
 
 
 def test_sigkill_resume_matches_uninterrupted(tmp_path):
-    flags = ["--config.sft.steps=40", "--config.ckpt_every=5", "--config.log_every=5",
-             "--config.eval_every=20"]
+    flags = [
+        "--config.sft.steps=40",
+        "--config.ckpt_every=5",
+        "--config.log_every=5",
+        "--config.eval_every=20",
+    ]
     ref = tmp_path / "ref"
     assert _run(_cmd(ref, *flags)).returncode == 0
     w = tmp_path / "killed"
     env = {**os.environ, "LMRL_NO_PROGRESS": "1", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.Popen(_cmd(w, *flags), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cmd(w, *flags), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 180
     killed = False
     while time.time() < deadline and proc.poll() is None:
