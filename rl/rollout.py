@@ -12,14 +12,14 @@ completions hold the generated tokens only, with EOS marking their end.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
+
+from train.loop import progress_bar
 
 
 def valid_through_eos(completion_bg: np.ndarray, eos_id: int) -> np.ndarray:
@@ -207,13 +207,7 @@ def rl_loop(
     """
     start = int(jax.device_get(state.step)) // inner_updates
     last: dict[str, float] = {}
-    bar = tqdm(
-        total=num_steps,
-        initial=start,
-        desc=desc,
-        dynamic_ncols=True,
-        disable=os.environ.get("LMRL_NO_PROGRESS") == "1",
-    )
+    bar = progress_bar(num_steps, start, desc)
     for rl_step in range(start, num_steps):
         batch, roll_metrics = rollout_fn(state.params["policy"], state.frozen["policy"], rl_step)
         if before_updates is not None:

@@ -17,6 +17,17 @@ from train.checkpoint import Checkpointer
 from train.metrics import MetricWriter
 
 
+def progress_bar(total: int, initial: int, desc: str) -> tqdm:
+    """The run's progress bar; `LMRL_NO_PROGRESS=1` turns it off (tests, logs)."""
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        dynamic_ncols=True,
+        disable=os.environ.get("LMRL_NO_PROGRESS") == "1",
+    )
+
+
 def restore_or(ckpt: Checkpointer | None, state, *, expect_extra: dict | None = None):
     """Restores the latest checkpoint into `state`'s structure, or returns `state` unchanged.
 
@@ -68,13 +79,7 @@ def fit(
     """
     start = int(jax.device_get(state.step))
     last: dict[str, float] = {}
-    bar = tqdm(
-        total=num_steps,
-        initial=start,
-        desc=desc,
-        dynamic_ncols=True,
-        disable=os.environ.get("LMRL_NO_PROGRESS") == "1",
-    )
+    bar = progress_bar(num_steps, start, desc)
     for step in range(start, num_steps):
         state, metrics = update_fn(state, batch_fn(step))
         done = step + 1
