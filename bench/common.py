@@ -10,6 +10,11 @@ import time
 import jax
 import jax.numpy as jnp
 
+# The ~300M-parameter GPU model that bench/mfu.py and bench/decode.py both measure.
+GPU300M = dict(
+    vocab_size=32000, d_model=1024, n_layers=20, n_heads=16, n_kv_heads=8, d_ff=3072, max_len=1024
+)
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bench.common import device_info, md_table, time_fn, write_results
+from bench.common import GPU300M, device_info, md_table, time_fn, write_results
 from models.transformer import Transformer, TransformerConfig, as_dtype
 from rl.sampling.autoregressive import make_sampler
 from train.state import split_module
@@ -33,15 +33,7 @@ SIZES = {
         dtype="float32",
     ),
     "gpu300m": dict(
-        cfg=dict(
-            vocab_size=32000,
-            d_model=1024,
-            n_layers=20,
-            n_heads=16,
-            n_kv_heads=8,
-            d_ff=3072,
-            max_len=1024,
-        ),
+        cfg=GPU300M,
         prompt=64,
         dtype="bfloat16",
     ),

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from bench.common import device_info, matmul_peak, md_table, time_fn, write_results
+from bench.common import GPU300M, device_info, matmul_peak, md_table, time_fn, write_results
 from models.transformer import Transformer, TransformerConfig
 from train.lm import make_ar_loss
 from train.state import TrainState, split_module
@@ -40,15 +40,7 @@ SIZES = {
     ),
     # ~300M parameters for a GPU (bf16 compute, fp32 params).
     "gpu300m": dict(
-        cfg=dict(
-            vocab_size=32000,
-            d_model=1024,
-            n_layers=20,
-            n_heads=16,
-            n_kv_heads=8,
-            d_ff=3072,
-            max_len=1024,
-        ),
+        cfg=GPU300M,
         batch=16,
         seq=1024,
         dtype="bfloat16",
