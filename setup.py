@@ -41,6 +41,7 @@ setup(
         "scipy>=1.11,<2",
         "sympy>=1.12,<2",
         "safetensors>=0.4,<1",
+        "tokenizers>=0.21,<0.24",  # local HF tokenizer.json of pretrained bases (llada8b)
     ],
     extras_require={
         "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "ruff>=0.6"],

@@ -31,8 +31,13 @@ Variants (after the colon, comma-separated):
   bound=mix|eubo|elbo|zero       SPG's estimator for negative advantages
   seed=N                         run seed
   tiny                           2 steps of every stage on a tiny model (tests)
-  llada8b                        the paper's hyper-parameters for LLaDA-8B-Instruct; needs a GPU
-                                 (80 GB) and local HF weights at `rl.init_weights`
+  llada8b                        the paper's hyper-parameters for LLaDA-8B-Instruct; needs GPUs
+                                 and a local HF checkpoint directory at `rl.init_weights`
+                                 (`*.safetensors` + `tokenizer.json`, fetched by you beforehand:
+                                 nothing is downloaded). No SFT stage: the weights are loaded
+                                 FSDP-sharded over the local devices, prompts use the paper style
+                                 in LLaDA's chat template. Untested at 8B here (no GPU); the same
+                                 path is tested on a toy LLaDA-format checkpoint.
 """
 
 from configs import common
@@ -145,7 +150,8 @@ def get_config(arg=None):
             norm_eps=1e-5,
         )
         c.task_kwargs = {}
-        c.sft.steps = 0
+        c.sft.steps = 0  # no warm start: the HF weights at rl.init_weights are the base
+        c.sft.style = "paper"  # the paper's prompts, in LLaDA's chat template (HFTokenizer)
         c.rl.update(
             num_mc=2,
             p_mask_prompt=0.15,

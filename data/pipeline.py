@@ -80,7 +80,10 @@ def encode_sft(
 def encode_prompts(
     examples: Sequence[dict[str, Any]], task, tokenizer, max_prompt_len: int, style: str = "compact"
 ) -> dict[str, np.ndarray]:
-    """Encodes `[bos] prompt` for each example, LEFT-padded to `max_prompt_len`.
+    """Encodes `[bos] chat_prompt(prompt)` for each example, LEFT-padded to `max_prompt_len`.
+
+    `tokenizer.chat_prompt` is the identity for the generated-task tokenizers and the checkpoint's
+    chat template for `HFTokenizer` (pretrained instruct models see one user turn).
 
     Returns:
       `tokens [B, P] int32` and `mask [B, P] bool` (True at real tokens, which end at P).
@@ -91,7 +94,7 @@ def encode_prompts(
     tokens = np.full((len(examples), max_prompt_len), tokenizer.pad_id, np.int32)
     mask = np.zeros((len(examples), max_prompt_len), bool)
     for i, ex in enumerate(examples):
-        ids = tokenizer.encode(task.prompt(ex, style), add_bos=True)
+        ids = tokenizer.encode(tokenizer.chat_prompt(task.prompt(ex, style)), add_bos=True)
         if len(ids) > max_prompt_len:
             raise ValueError(
                 f"prompt of example {i} is {len(ids)} tokens > max_prompt_len {max_prompt_len}"

@@ -1,9 +1,12 @@
 """Tokenizers for generated tasks: a fixed-alphabet character tokenizer and SentencePiece.
 
-Both share one interface (`encode`, `decode`, `pad_id`/`bos_id`/`eos_id`/`mask_id`, `vocab_size`,
-`save`) and the special ids pad=0, bos=1, eos=2, mask=3 (`mask` is the masked-diffusion token of
-SPG arXiv:2510.09541; AR models never emit it). `decode` stops at the first eos and skips pad,
-bos and mask. `load_tokenizer(path)` reads either kind back.
+Both share one interface (`encode`, `decode`, `chat_prompt`, `pad_id`/`bos_id`/`eos_id`/`mask_id`,
+`vocab_size`, `save`) and the special ids pad=0, bos=1, eos=2, mask=3 (`mask` is the
+masked-diffusion token of SPG arXiv:2510.09541; AR models never emit it). `decode` stops at the
+first eos and skips pad, bos and mask. `load_tokenizer(path)` reads either kind back.
+
+`HFTokenizer` wraps a local HF `tokenizer.json` (LLaDA-8B-Instruct's for `configs/spg.py:llada8b`)
+behind the same interface, with that checkpoint's own special ids and chat template.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ class CharTokenizer:
                 continue
             out.append("\ufffd" if i == UNK or i >= self.vocab_size else self.alphabet[i - 5])
         return "".join(out)
+
+    def chat_prompt(self, text: str) -> str:
+        """Generated-task models are trained on bare prompts: no chat template."""
+        return text
 
     def save(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as f:
@@ -110,17 +117,117 @@ class SentencePieceTokenizer:
                 kept.append(i)
         return self._sp.decode(kept).replace("\ue000", "\n")
 
+    def chat_prompt(self, text: str) -> str:
+        return text
+
     def save(self, path: str) -> None:
         with open(path, "wb") as f:
             f.write(self.model_proto)
 
 
-def load_tokenizer(path: str) -> CharTokenizer | SentencePieceTokenizer:
-    """Loads a tokenizer written by `save` (JSON for char, a model proto for SentencePiece)."""
+# LLaDA-8B-Instruct's special tokens (arXiv:2502.09992; ids 126080 / 126081 / 126348 / 126336) and
+# its one-user-turn chat template (Llama-3 style), as the SPG reference code builds prompts.
+LLADA_SPECIALS = dict(
+    bos="<|startoftext|>",
+    eos="<|endoftext|>",
+    eot="<|eot_id|>",
+    mask="<|mdm_mask|>",
+)
+LLAMA3_CHAT = (
+    "<|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
+
+
+class HFTokenizer:
+    """A local HF `tokenizer.json` (never downloaded) with the shared tokenizer interface.
+
+    `eos_id` is `specials["eos"]` (LLaDA pads and ends completions with `<|endoftext|>`); `decode`
+    stops at the first eos OR eot and drops every special token, like the reference code's
+    `batch_decode(..., skip_special_tokens=True)` after the first EOS. `pad_id` is the eos id (LLaDA
+    has no pad token). `chat_prompt` wraps a task prompt in `chat_template` (`{prompt}` slot);
+    `encode(add_bos=True)` prepends the checkpoint's bos.
+    """
+
+    def __init__(
+        self, path: str, *, specials: dict | None = None, chat_template: str = LLAMA3_CHAT
+    ):
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as e:  # pragma: no cover - tokenizers is a dependency
+            raise ImportError("HFTokenizer needs the `tokenizers` package") from e
+
+        file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
+        if not os.path.isfile(file):
+            raise FileNotFoundError(
+                f"no tokenizer.json at {path!r}: put the checkpoint's HF tokenizer file there "
+                "(nothing is downloaded at run time)"
+            )
+        try:
+            self._tok = Tokenizer.from_file(file)
+        except Exception as e:
+            raise ValueError(f"{file}: not a valid HF tokenizer.json ({e})") from e
+        self.path = file
+        self.specials = dict(specials or LLADA_SPECIALS)
+        ids = {}
+        for role, token in self.specials.items():
+            tid = self._tok.token_to_id(token)
+            if tid is None:
+                raise ValueError(
+                    f"{file}: special token {token!r} ({role}) is not in the vocabulary; pass "
+                    "`specials=` naming this checkpoint's tokens"
+                )
+            ids[role] = tid
+        if "{prompt}" not in chat_template:
+            raise ValueError("chat_template needs a '{prompt}' slot")
+        self.chat_template = chat_template
+        self.bos_id, self.eos_id, self.mask_id = ids["bos"], ids["eos"], ids["mask"]
+        self.pad_id = self.eos_id
+        self.unk_id = self._tok.token_to_id(self.specials.get("unk", "")) or self.eos_id
+        self._stop = {ids["eos"], ids.get("eot", ids["eos"])}
+        self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False) -> list[int]:
+        ids = self._tok.encode(text, add_special_tokens=False).ids
+        return ([self.bos_id] if add_bos else []) + ids + ([self.eos_id] if add_eos else [])
+
+    def decode(self, ids: Iterable[int]) -> str:
+        out = []
+        for i in ids:
+            i = int(i)
+            if i in self._stop:
+                break
+            out.append(i)
+        return self._tok.decode(out, skip_special_tokens=True)
+
+    def chat_prompt(self, text: str) -> str:
+        return self.chat_template.replace("{prompt}", text)
+
+    def save(self, path: str) -> None:
+        spec = {
+            "type": "hf",
+            "tokenizer": self._tok.to_str(),
+            "specials": self.specials,
+            "chat_template": self.chat_template,
+        }
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(spec, f)
+
+
+def load_tokenizer(path: str) -> CharTokenizer | SentencePieceTokenizer | HFTokenizer:
+    """Loads a tokenizer written by `save` (JSON for char and HF, a proto for SentencePiece)."""
     with open(path, "rb") as f:
         data = f.read()
     if data[:1] == b"{":
         spec = json.loads(data)
+        if spec.get("type") == "hf":
+            with tempfile.TemporaryDirectory() as d:
+                file = os.path.join(d, "tokenizer.json")
+                with open(file, "w", encoding="utf-8") as f:
+                    f.write(spec["tokenizer"])
+                return HFTokenizer(
+                    file, specials=spec["specials"], chat_template=spec["chat_template"]
+                )
         if spec.get("type") != "char":
             raise ValueError(f"{path}: unknown tokenizer type {spec.get('type')!r}")
         return CharTokenizer(spec["alphabet"])

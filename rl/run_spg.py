@@ -1,6 +1,10 @@
 """Runner for `configs/spg.py`: MDLM warm start, then SPG (or d1 / wd1) on a generated task.
 
-Stages (arXiv:2510.09541 Algorithm 1): (1) the warm-start SFT stage (`train.sft.sft_stage`, MDLM
+Stages (arXiv:2510.09541 Algorithm 1): (1) the base model: with `rl.init_weights` set (the
+`llada8b` variant), a local HF checkpoint directory (safetensors + `tokenizer.json`, e.g.
+LLaDA-8B-Instruct) is loaded by `models.convert.load_hf_checkpoint`, each tensor placed FSDP-sharded
+over the local devices as it is read, with the checkpoint's own tokenizer and chat template;
+otherwise the warm-start SFT stage (`train.sft.sft_stage`, MDLM
 loss, cached under `workdir/sft`: a finished stage is reloaded, an interrupted one resumes);
 (2) held-out greedy evaluation of the warm start; (3) RL: per step, g completions for each of the
 step's prompts from the LLaDA sampler (temperature `rl.temperature`), rewards, mean-subtracted
@@ -53,28 +57,58 @@ def build_objective(config, graphdef, tokenizer):
     return objectives.get(rc.objective)(graphdef, **kw)
 
 
+def load_base_model(config):
+    """The pretrained base of `rl.init_weights`: (model, tokenizer), weights FSDP-sharded.
+
+    The directory must hold the HF safetensors shards and `tokenizer.json`; the architecture is
+    `config.model` (bidirectional). Nothing is downloaded.
+    """
+    from data.tokenizer import HFTokenizer
+    from models.convert import load_hf_checkpoint
+    from models.sharding import make_mesh, state_shardings
+    from models.transformer import TransformerConfig
+
+    path = config.rl.init_weights
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"rl.init_weights={path!r} is not a directory; download the checkpoint (e.g. "
+            "GSAI-ML/LLaDA-8B-Instruct: *.safetensors and tokenizer.json) there yourself"
+        )
+    tokenizer = HFTokenizer(path)
+    vocab = config.model.get("vocab_size", 0) or tokenizer.vocab_size
+    if vocab < tokenizer.vocab_size:
+        raise ValueError(f"model.vocab_size {vocab} < tokenizer vocabulary {tokenizer.vocab_size}")
+    cfg = TransformerConfig.from_config(config.model, vocab_size=vocab, causal=False)
+    mesh = make_mesh((1, -1, 1))  # FSDP over every local device: 16 GB of bf16 never on one
+
+    def put(_, arr, var):
+        return jax.device_put(arr, state_shardings(var, mesh))
+
+    return load_hf_checkpoint(path, cfg, put=put), tokenizer
+
+
 def run(config, workdir: str) -> dict[str, float]:
-    """Runs SFT warm start + RL; returns before/after held-out metrics."""
+    """Runs the base stage (SFT warm start or HF weights) + RL; returns before/after metrics."""
     from data.pipeline import encode_prompts
 
     rc = config.rl
-    if rc.init_weights:
-        raise NotImplementedError(
-            "the llada8b variant loads HF weights with models.convert.load_hf_checkpoint; put "
-            f"LLaDA-8B-Instruct safetensors at {rc.init_weights!r} and run on a GPU (not wired "
-            "into this CPU runner yet)"
-        )
-    task, tokenizer = make_task_and_tokenizer(config)
     writer = MetricWriter(workdir)
-    sft = sft_stage(
-        config,
-        os.path.join(workdir, "sft"),
-        task=task,
-        tokenizer=tokenizer,
-        writer=writer,
-        objective="mdlm",
-    )
-    graphdef, params, rest = split_module(sft.model)
+    if rc.init_weights:
+        task, _ = make_task_and_tokenizer(config)
+        model, tokenizer = load_base_model(config)
+        base_steps = 0
+    else:
+        task, tokenizer = make_task_and_tokenizer(config)
+        sft = sft_stage(
+            config,
+            os.path.join(workdir, "sft"),
+            task=task,
+            tokenizer=tokenizer,
+            writer=writer,
+            objective="mdlm",
+        )
+        model, base_steps = sft.model, sft.steps
+    graphdef, params, rest = split_module(model)
 
     train_ex = task.generate("train", rc.num_train_prompts, config.seed + 1)
     test_ex = task.generate("test", rc.num_eval, config.seed + 2)
@@ -97,7 +131,7 @@ def run(config, workdir: str) -> dict[str, float]:
         )
 
     before = eval_params(params, rest)
-    writer.write(sft.steps, before)
+    writer.write(base_steps, before)
 
     tx = make_optimizer(dict(config.rl_optim))
     frozen = {"policy": rest}
@@ -145,11 +179,11 @@ def run(config, workdir: str) -> dict[str, float]:
         eval_every=rc.eval_every,
         before_updates=before_updates,
         desc=rc.objective,
-        prefix_step=sft.steps,
+        prefix_step=base_steps,
     )
     ckpt.close()
     after = eval_params(state.params["policy"], state.frozen["policy"])
-    writer.write(sft.steps + rc.steps, after)
+    writer.write(base_steps + rc.steps, after)
     writer.close()
 
     g0 = rc.gen_len
@@ -184,7 +218,12 @@ def _print_table(config, before, after, png, resumed):
     name = rc.objective + (f"-{rc.bound}" if rc.objective == "spg" else "")
     print("\n" + "=" * 72)
     print(
-        f"{name} on {config.task}: {rc.steps} RL steps after {config.sft.steps} MDLM SFT steps"
+        f"{name} on {config.task}: {rc.steps} RL steps after "
+        + (
+            f"loading {rc.init_weights}"
+            if rc.init_weights
+            else f"{config.sft.steps} MDLM SFT steps"
+        )
         + (" (resumed)" if resumed else "")
     )
     print(f"{'held-out metric':28s} {'warm start':>12s} {'after RL':>12s} {'change':>10s}")
