@@ -122,3 +122,54 @@ def test_runner_missing_weights_dir_is_clear(tmp_path):
     c.rl.init_weights = str(tmp_path / "LLaDA-8B-Instruct")
     with pytest.raises(FileNotFoundError, match="LLaDA-8B-Instruct"):
         run(c, str(tmp_path / "wd"))
+
+
+SHARDED_LOAD = r"""
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+os.environ["JAX_PLATFORMS"] = "cpu"
+import jax, numpy as np
+from flax import nnx
+from safetensors.numpy import save_file
+from configs import spg as spg_config
+from models import convert
+from models.transformer import Transformer, TransformerConfig
+from rl.run_spg import load_base_model
+from data.tokenizer import HFTokenizer
+
+d = sys.argv[1]
+c = spg_config.get_config("tiny")
+c.rl.init_weights = d
+c.model.d_model = 32
+cfg = TransformerConfig.from_config(c.model, vocab_size=HFTokenizer(d).vocab_size, causal=False)
+src = Transformer(cfg, rngs=nnx.Rngs(1))
+save_file(convert.export_hf(src, "llada"), os.path.join(d, "model.safetensors"))
+model, _ = load_base_model(c)
+emb = model.embed.get_value()
+assert len(jax.devices()) == 4
+assert "fsdp" in str(emb.sharding.spec), emb.sharding
+assert len({s.device for s in emb.addressable_shards}) == 4
+assert emb.addressable_shards[0].data.shape[1] == 32 // 4, emb.addressable_shards[0].data.shape
+x = np.arange(24).reshape(2, 12) % cfg.vocab_size
+np.testing.assert_allclose(np.asarray(model(x).logits), np.asarray(src(x).logits), atol=1e-5)
+print("OK")
+"""
+
+
+def test_base_weights_are_fsdp_sharded_on_load(hf_dir, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    d = tmp_path / "ckpt"
+    shutil.copytree(hf_dir, d)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run(
+        [sys.executable, "-c", SHARDED_LOAD, str(d)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
