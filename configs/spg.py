@@ -63,8 +63,12 @@ def get_config(arg=None):
     c = common.base_config("spg", v)
     c.seed = v["seed"]
     c.task = v["task"]
-    c.task_kwargs = {}
     sudoku = v["task"] == "sudoku4"
+    # Small-scale Countdown: 3 operands in 1..9, targets <= 50. With the paper's (TinyZero) range,
+    # operands up to 99, this 2-layer warm start solves 0% of held-out puzzles, every group's
+    # rewards are equal and RL has no signal; here it solves 7% (600 SFT steps; 9% after 2000).
+    # `llada8b` restores the paper's range.
+    c.task_kwargs = {} if sudoku else {"max_number": 9, "max_target": 50}
     # Compact prompts: sudoku `<bos>sudoku <16>\n` = 25 tokens; countdown up to ~30.
     prompt_len = 25 if sudoku else 32
     gen_len = 24 if sudoku else 16
