@@ -33,9 +33,7 @@ from bench.spg_table import METHODS
 
 def _rollout_batch(config, sft_dir):
     """The warm start (reloaded from the table's cache, or trained) and rollout batch 0."""
-    from data.pipeline import encode_prompts
-    from rl.rollout import make_rollout_fn
-    from rl.sampling.diffusion import make_sampler
+    from rl.run_spg import make_train_rollout
     from train.metrics import MetricWriter
     from train.sft import make_task_and_tokenizer, sft_stage
     from train.state import split_module
@@ -45,30 +43,7 @@ def _rollout_batch(config, sft_dir):
     sft = sft_stage(config, sft_dir, task=task, tokenizer=tok, writer=writer, objective="mdlm")
     writer.close()
     graphdef, params, rest = split_module(sft.model)
-    rc = config.rl
-    ex = task.generate("train", rc.num_train_prompts, config.seed + 1)
-    prompts = encode_prompts(ex, task, tok, rc.max_prompt_len, config.sft.style)
-    sampler = make_sampler(
-        graphdef,
-        gen_len=rc.gen_len,
-        steps=rc.gen_steps,
-        temperature=rc.temperature,
-        block_len=rc.block_len,
-        mask_id=tok.mask_id,
-        eos_id=tok.eos_id,
-    )
-    rollout = make_rollout_fn(
-        sampler,
-        task=task,
-        tokenizer=tok,
-        examples=ex,
-        prompts=prompts,
-        prompts_per_step=rc.prompts_per_step,
-        group_size=rc.group_size,
-        seed=config.seed,
-        compat=rc.compat,
-    )
-    batch, metrics = rollout(params, rest, 0)
+    batch, metrics = make_train_rollout(config, graphdef, task, tok)(params, rest, 0)
     return graphdef, params, rest, tok, {k: jnp.asarray(v) for k, v in batch.items()}, metrics
 
 

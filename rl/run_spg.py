@@ -57,6 +57,36 @@ def build_objective(config, graphdef, tokenizer):
     return objectives.get(rc.objective)(graphdef, **kw)
 
 
+def make_train_rollout(config, graphdef, task, tokenizer):
+    """`rollout(params, frozen, rl_step) -> (batch, metrics)` for `config.rl`: the training
+    prompts, the sampler at the rollout temperature, rewards and group advantages."""
+    from data.pipeline import encode_prompts
+
+    rc = config.rl
+    train_ex = task.generate("train", rc.num_train_prompts, config.seed + 1)
+    train_p = encode_prompts(train_ex, task, tokenizer, rc.max_prompt_len, config.sft.style)
+    sampler = make_sampler(
+        graphdef,
+        gen_len=rc.gen_len,
+        steps=rc.gen_steps,
+        temperature=rc.temperature,
+        block_len=rc.block_len,
+        mask_id=tokenizer.mask_id,
+        eos_id=tokenizer.eos_id,
+    )
+    return make_rollout_fn(
+        sampler,
+        task=task,
+        tokenizer=tokenizer,
+        examples=train_ex,
+        prompts=train_p,
+        prompts_per_step=rc.prompts_per_step,
+        group_size=rc.group_size,
+        seed=config.seed,
+        compat=rc.compat,
+    )
+
+
 def load_base_model(config):
     """The pretrained base of `rl.init_weights`: (model, tokenizer), weights FSDP-sharded.
 
@@ -110,16 +140,9 @@ def run(config, workdir: str) -> dict[str, float]:
         model, base_steps = sft.model, sft.steps
     graphdef, params, rest = split_module(model)
 
-    train_ex = task.generate("train", rc.num_train_prompts, config.seed + 1)
     test_ex = task.generate("test", rc.num_eval, config.seed + 2)
-    style = config.sft.style
-    train_p = encode_prompts(train_ex, task, tokenizer, rc.max_prompt_len, style)
-    test_p = encode_prompts(test_ex, task, tokenizer, rc.max_prompt_len, style)
-
+    test_p = encode_prompts(test_ex, task, tokenizer, rc.max_prompt_len, config.sft.style)
     common = dict(block_len=rc.block_len, mask_id=tokenizer.mask_id, eos_id=tokenizer.eos_id)
-    roll_sampler = make_sampler(
-        graphdef, gen_len=rc.gen_len, steps=rc.gen_steps, temperature=rc.temperature, **common
-    )
     eval_samplers = {
         g: make_sampler(graphdef, gen_len=g, steps=g // 2, temperature=0.0, **common)
         for g in rc.eval_gen_lens
@@ -145,17 +168,7 @@ def run(config, workdir: str) -> dict[str, float]:
     state, _, resumed = restore_or(ckpt, state)
     loss_fn = build_objective(config, graphdef, tokenizer)
     update = make_update_step(loss_fn, tx)
-    rollout = make_rollout_fn(
-        roll_sampler,
-        task=task,
-        tokenizer=tokenizer,
-        examples=train_ex,
-        prompts=train_p,
-        prompts_per_step=rc.prompts_per_step,
-        group_size=rc.group_size,
-        seed=config.seed,
-        compat=rc.compat,
-    )
+    rollout = make_train_rollout(config, graphdef, task, tokenizer)
 
     def before_updates(st):
         if "old_params" not in st.frozen:
