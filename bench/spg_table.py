@@ -11,7 +11,7 @@ accuracy at the training generation length (Sudoku: pooled cell accuracy) after 
 the finished seeds, with the warm-start value for reference.
 
   python -m bench.spg_table [--tasks=sudoku4,countdown] [--seeds=3] [--rl_steps=N]
-                            [--budget_min=M] [--sampler]
+                            [--budget_min=M] [--methods=SPG-Mix,D1] [--out=NAME] [--sampler]
 
 `bench_sampler(...)` measures sampler tokens/s and FLOP utilisation; `bench/mfu.py` can call it.
 """
@@ -65,9 +65,9 @@ def run_cell(task: str, method: str, seed: int, rl_steps: int | None, root: str)
     return out
 
 
-def summarise(results: dict, tasks, gen_lens) -> tuple[list[dict], str]:
+def summarise(results: dict, tasks, gen_lens, methods=tuple(METHODS)) -> tuple[list[dict], str]:
     rows = []
-    for method in METHODS:
+    for method in methods:
         row = {"method": method}
         for task in tasks:
             g = gen_lens[task]
@@ -169,6 +169,7 @@ def main():
     ap.add_argument("--rl_steps", type=int, default=None)
     ap.add_argument("--budget_min", type=float, default=0.0, help="stop starting cells after")
     ap.add_argument("--sampler", action="store_true", help="only the sampler benchmark")
+    ap.add_argument("--out", default="spg_table", help="results name in bench/results/")
     args = ap.parse_args()
     if args.sampler:
         row = bench_sampler()
@@ -198,7 +199,7 @@ def main():
                 results.setdefault((task, method), []).append(
                     run_cell(task, method, seed, args.rl_steps, root)
                 )
-    rows, table = summarise(results, tasks, gen_lens)
+    rows, table = summarise(results, tasks, gen_lens, args.methods.split(","))
     print(table)
     note = (
         "Held-out greedy accuracy (%) after RL at the training generation length; Sudoku is "
@@ -206,6 +207,12 @@ def main():
         "cell: same warm start, RL steps, prompts per step, group size, µ and sampler budget."
     )
     note += f" RL steps per cell: {args.rl_steps or 'config default'}; tasks run: {tasks}."
+    note += (
+        " `change` is the paired after - before difference per seed (points), mean ± std: seeds"
+        " differ mostly in their own warm start (SFT seed), so it is the column that compares"
+        " methods. Countdown is the small-scale version of `configs/spg.py` (3 operands in 1..9,"
+        " targets <= 50). Gradient diagnostics of the same estimators: `spg_estimators.md`."
+    )
     if skipped:
         note += f"\n\nNot run within the time budget: {len(skipped)} cells: {skipped}"
     payload = {
@@ -213,7 +220,7 @@ def main():
         "rows": rows,
         "cells": {f"{t}/{m}": v for (t, m), v in results.items()},
     }
-    write_results("spg_table", payload, f"# SPG Table 1 (small scale)\n\n{note}\n\n{table}\n")
+    write_results(args.out, payload, f"# SPG Table 1 (small scale)\n\n{note}\n\n{table}\n")
 
 
 if __name__ == "__main__":
