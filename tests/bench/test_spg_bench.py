@@ -1,0 +1,29 @@
+"""The SPG table's summary (paired change per seed) and the estimator bench's shuffle control."""
+
+import numpy as np
+
+from bench.spg_estimators import _shuffle_within_groups
+from bench.spg_table import summarise
+
+
+def _cell(before, after):
+    return {"before/eval/accuracy@24": before, "after/eval/accuracy@24": after}
+
+
+def test_summary_reports_paired_change_per_seed():
+    # Seed warm starts differ a lot; the method gains exactly 1 point on each seed.
+    res = {("sudoku4", "SPG-Mix"): [_cell(0.70, 0.71), _cell(0.80, 0.81), _cell(0.75, 0.76)]}
+    rows, table = summarise(res, ["sudoku4"], {"sudoku4": 24}, ["SPG-Mix", "D1"])
+    mix, d1 = rows
+    assert mix["sudoku4 change"] == "+1.00 ± 0.00"
+    assert mix["sudoku4"].startswith("76.0 ± 4.1") and mix["sudoku4 warm start"] == "75.0"
+    assert d1["sudoku4"] == "not run"
+    assert "| SPG-Mix |" in table and "| D1 | not run |" in table
+
+
+def test_shuffle_keeps_each_groups_advantages():
+    adv = np.arange(12.0)
+    out = _shuffle_within_groups(adv, 6, 0)
+    assert not np.array_equal(out, adv)
+    for g in range(2):
+        assert sorted(out[6 * g : 6 * g + 6]) == sorted(adv[6 * g : 6 * g + 6])
