@@ -11,7 +11,9 @@ wall with one other run sharing the CPU, warm start reused; the 600-step SFT run
 
 Measured (seed 0, shared 2-core CPU, same warm start; cell accuracy at G=24): warm start 70.6%
 (solved 18.0%). This default: 71.6 / 72.4 / 72.8% after 50 / 100 / 150 RL steps (solved 20.3%;
-at G=32 68.7% vs 69.1%, flat). One seed: a modest, monotone gain, not a large one.
+at G=32 68.7% vs 69.1%, flat). One seed: a modest, monotone gain, not a large one. Over 3 seeds
+(`bench/spg_table`, 100 steps) SPG-ELBO's paired change is +0.5 +- 1.1 points: within noise.
+Countdown (`task=countdown`): warm start 7.2% solved over 3 seeds; no method moves it.
 Why these settings (all 150 steps unless noted): a control with within-group SHUFFLED advantages
 (Mix, lr 1e-4) collapses as fast as real advantages (24% after 40 steps) and negated ones go to 0%,
 so the sign is right but an advantage-independent drift dominates. It comes from the noisy,
