@@ -183,7 +183,8 @@ class HFTokenizer:
         self.chat_template = chat_template
         self.bos_id, self.eos_id, self.mask_id = ids["bos"], ids["eos"], ids["mask"]
         self.pad_id = self.eos_id
-        self.unk_id = self._tok.token_to_id(self.specials.get("unk", "")) or self.eos_id
+        unk = self._tok.token_to_id(self.specials["unk"]) if "unk" in self.specials else None
+        self.unk_id = self.eos_id if unk is None else unk
         self._stop = {ids["eos"], ids.get("eot", ids["eos"])}
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
 

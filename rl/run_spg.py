@@ -109,7 +109,7 @@ def load_base_model(config):
     if vocab < tokenizer.vocab_size:
         raise ValueError(f"model.vocab_size {vocab} < tokenizer vocabulary {tokenizer.vocab_size}")
     cfg = TransformerConfig.from_config(config.model, vocab_size=vocab, causal=False)
-    mesh = make_mesh((1, -1, 1))  # FSDP over every local device: 16 GB of bf16 never on one
+    mesh = make_mesh((1, -1, 1))  # FSDP: each tensor is split over the local devices on load
 
     def put(_, arr, var):
         return jax.device_put(arr, state_shardings(var, mesh))
@@ -123,12 +123,11 @@ def run(config, workdir: str) -> dict[str, float]:
 
     rc = config.rl
     writer = MetricWriter(workdir)
+    task, tokenizer = make_task_and_tokenizer(config)
     if rc.init_weights:
-        task, _ = make_task_and_tokenizer(config)
-        model, tokenizer = load_base_model(config)
+        model, tokenizer = load_base_model(config)  # the checkpoint's own tokenizer
         base_steps = 0
     else:
-        task, tokenizer = make_task_and_tokenizer(config)
         sft = sft_stage(
             config,
             os.path.join(workdir, "sft"),
