@@ -57,6 +57,19 @@ def build_objective(config, graphdef, tokenizer):
     return objectives.get(rc.objective)(graphdef, **kw)
 
 
+def _sampler(graphdef, rc, tokenizer, gen_len: int, steps: int, temperature: float):
+    """The LLaDA sampler with `rc`'s block length and the tokenizer's mask and EOS ids."""
+    return make_sampler(
+        graphdef,
+        gen_len=gen_len,
+        steps=steps,
+        temperature=temperature,
+        block_len=rc.block_len,
+        mask_id=tokenizer.mask_id,
+        eos_id=tokenizer.eos_id,
+    )
+
+
 def make_train_rollout(config, graphdef, task, tokenizer):
     """`rollout(params, frozen, rl_step) -> (batch, metrics)` for `config.rl`: the training
     prompts, the sampler at the rollout temperature, rewards and group advantages."""
@@ -65,15 +78,7 @@ def make_train_rollout(config, graphdef, task, tokenizer):
     rc = config.rl
     train_ex = task.generate("train", rc.num_train_prompts, config.seed + 1)
     train_p = encode_prompts(train_ex, task, tokenizer, rc.max_prompt_len, config.sft.style)
-    sampler = make_sampler(
-        graphdef,
-        gen_len=rc.gen_len,
-        steps=rc.gen_steps,
-        temperature=rc.temperature,
-        block_len=rc.block_len,
-        mask_id=tokenizer.mask_id,
-        eos_id=tokenizer.eos_id,
-    )
+    sampler = _sampler(graphdef, rc, tokenizer, rc.gen_len, rc.gen_steps, rc.temperature)
     return make_rollout_fn(
         sampler,
         task=task,
@@ -141,11 +146,7 @@ def run(config, workdir: str) -> dict[str, float]:
 
     test_ex = task.generate("test", rc.num_eval, config.seed + 2)
     test_p = encode_prompts(test_ex, task, tokenizer, rc.max_prompt_len, config.sft.style)
-    common = dict(block_len=rc.block_len, mask_id=tokenizer.mask_id, eos_id=tokenizer.eos_id)
-    eval_samplers = {
-        g: make_sampler(graphdef, gen_len=g, steps=g // 2, temperature=0.0, **common)
-        for g in rc.eval_gen_lens
-    }
+    eval_samplers = {g: _sampler(graphdef, rc, tokenizer, g, g // 2, 0.0) for g in rc.eval_gen_lens}
 
     def eval_params(p, r):
         return evaluate(
