@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= configs/spg.py
 WORKDIR ?= runs/default
+# A persistent XLA compilation cache outside the checkout: reruns of the suite and of experiments
+# skip most compilation (the first run on a machine fills it).
+export JAX_COMPILATION_CACHE_DIR ?= $(HOME)/.cache/lmrl/jax
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0.2
 
 .PHONY: setup run test test-all lint bench clean
 
@@ -19,7 +23,7 @@ setup: $(STAMP)
 run: setup
 	$(PY) -m launch.main --config=$(CONFIG) --workdir=$(WORKDIR)
 
-test: setup
+test: setup  # pytest's closing line states the suite's duration
 	$(PY) -m pytest -q
 
 test-all: setup
