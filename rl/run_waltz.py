@@ -106,11 +106,16 @@ def _protocol(agents, params, prompts, types, seed, feedback):
     return run_protocol(conv, fb, prompts, types, seed, feedback=feedback)
 
 
+def stage_coefs(rc, stage: int) -> tuple[float, float, float]:
+    """(alpha, lambda, gamma) of a stage: stage 2 drops the additive label term (lambda = 0)."""
+    return (rc.alpha, rc.lam if stage == 1 else 0.0, rc.gamma)
+
+
 def train_stage(config, agents, state, *, stage: int, writer=None, prefix_step: int = 0):
     """RL steps of one stage; returns (state, per-step history of rollout metrics)."""
     c, rc = config, config.rl
     steps = rc.stage1_steps if stage == 1 else rc.stage2_steps
-    lam = rc.lam if stage == 1 else 0.0
+    alpha, lam, gamma = stage_coefs(rc, stage)
     train_conv = stage == 2 and not c.frozen_conversation
     train_fb = not c.single
     feedback = "none" if c.single else "agent"
@@ -121,9 +126,7 @@ def train_stage(config, agents, state, *, stage: int, writer=None, prefix_step: 
         idx = rng.choice(len(prompts), rc.batch_size, replace=False)
         seed = (c.seed * 1000 + stage) * 100000 + step
         traj, rec = _protocol(agents, state.params, prompts[idx], types[idx], seed, feedback)
-        rew = rewards(
-            traj, alpha=rc.alpha, lam=lam, gamma=rc.gamma, gate=c.gate, judge_fn=agents.judge
-        )
+        rew = rewards(traj, alpha=alpha, lam=lam, gamma=gamma, gate=c.gate, judge_fn=agents.judge)
         batches, _ = assemble(rec, traj, rew, seed, conv_mix="a" if c.single else rc.conv_mix)
         if not train_fb:
             batches.pop("feedback")

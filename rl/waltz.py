@@ -116,7 +116,7 @@ def make_agent_update(graphdef, tx: optax.GradientTransformation, *, clip_eps, k
             return s / jnp.maximum(d, 1.0), aux
 
         (loss, aux), g = jax.value_and_grad(f, has_aux=True)(params)
-        gnorm = optax.global_norm(g)
+        gnorm = optax.tree.norm(g)
         ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
         g = jax.tree.map(lambda x: jnp.where(ok, x, 0.0), g)
         upd, new_opt = tx.update(g, opt_state, params)
