@@ -32,7 +32,7 @@ from rl.waltz import (
 )
 from rl.waltz_protocol import assemble, run_protocol
 from rl.waltz_rewards import Trajectories, metrics, rewards, safeguard
-from rl.waltz_sft import conversation_data, feedback_data, sft_agent
+from rl.waltz_sft import conversation_data, feedback_data, make_sft_update, sft_agent
 from rl.waltz_world import (
     ANSWER_NEW,
     EOS,
@@ -60,6 +60,7 @@ class Agents:
             "conversation": make_sampler(self.graphdef, max_new_tokens=ANSWER_NEW, **knobs),
             "feedback": make_sampler(self.graphdef, max_new_tokens=FEEDBACK_NEW, **knobs),
         }
+        self.sft_update = None  # built on first use (see `warm_start`)
         self.update = make_agent_update(
             self.graphdef,
             agent_optimizer(c.rl_optim.conversation),
@@ -85,11 +86,13 @@ def warm_start(config, agents: Agents):
         "feedback": feedback_data(sc.num_train, c.seed),
     }
     params = {}
+    if agents.sft_update is None:
+        agents.sft_update = make_sft_update(agents.graphdef, c.sft_optim)
     for i, role in enumerate(ROLES):
         p = jax.tree.map(lambda x: x.copy(), agents.init_params[role])
         params[role], _ = sft_agent(
-            agents.graphdef, p, agents.rest, data[role], steps=sc.steps,
-            batch_size=sc.batch_size, optim=c.sft_optim, seed=c.seed * 7 + i,
+            p, agents.rest, data[role], sft_update=agents.sft_update, steps=sc.steps,
+            batch_size=sc.batch_size, seed=c.seed * 7 + i,
         )  # fmt: skip
     return params
 

@@ -130,13 +130,22 @@ def feedback_data(num: int, seed: int) -> dict[str, np.ndarray]:
     return _rows(ctxs, gens)
 
 
-def sft_agent(graphdef, params, rest, data, *, steps: int, batch_size: int, optim, seed: int):
-    """Trains one agent's params on `data` rows with next-token loss; returns (params, metrics)."""
+def make_sft_update(graphdef, optim):
+    """The jitted next-token update shared by both agents' SFT (same shapes: one compile)."""
+    tx = make_optimizer(optim)
+    return tx, make_update_step(make_ar_loss(graphdef, "policy"), tx, donate=True)
+
+
+def sft_agent(params, rest, data, *, sft_update, steps: int, batch_size: int, seed: int):
+    """Trains one agent's params on `data` rows with next-token loss; returns (params, metrics).
+
+    Args:
+      sft_update: `(tx, update)` from `make_sft_update`.
+    """
     if steps <= 0:
         return params, {}
-    tx = make_optimizer(optim)
+    tx, update = sft_update
     state = TrainState.create({"policy": params}, tx, jax.random.key(seed), {"policy": rest})
-    update = make_update_step(make_ar_loss(graphdef, "policy"), tx, donate=True)
     n = len(data["tokens"])
     rng = np.random.default_rng([seed, 13])
     m = {}
