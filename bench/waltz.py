@@ -51,12 +51,27 @@ SYSTEMS = (
     "no_gate",
 )
 METRICS = ("asr", "orr", "ftr", "ftr_nonharmful", "label_acc", "label_f1", "json_valid")
-METRICS += ("dir_pos", "dir_zero", "dir_neg")
+METRICS += ("dir_pos", "dir_zero", "dir_neg", "asr_c0", "orr_c0")
+# arXiv:2510.08240 Table 1 averages (as reported in the spec) and our matching system.
+PAPER_ROWS = (
+    ("1 Llama-3.1-8B-Instruct", (26.5, 25.7), "untrained_pair:c0"),
+    ("2 1 + safeguard", (9.0, 29.8), "safeguard"),
+    ("3 single-model safety RL", (12.2, 8.6), "single_rl"),
+    ("4 3 + safeguard", (5.3, 14.9), "single_rl+safeguard"),
+    ("5 collaboration, untrained", (13.4, 12.7), "untrained_pair"),
+    ("6 oracle labels -> template feedback", (7.0, 16.6), "oracle_template"),
+    ("7 WaltzRL", (3.7, 7.6), "waltzrl"),
+)
+
+
+RL_LR = [0.0]  # set by --rl-lr (0 = the config's)
 
 
 def _cfg(seed: int, quick: bool, **flags):
     c = get_config()
     c.seed = seed
+    if RL_LR[0]:
+        c.rl_optim.conversation.lr = c.rl_optim.feedback.lr = RL_LR[0]
     for k, v in flags.items():
         setattr(c, k, v)
     if quick:
@@ -173,6 +188,18 @@ def markdown(summary: dict, per_seed: list[dict]) -> str:
         )
         dirs = "/".join(f"{100 * row[m]['mean']:.1f}" for m in ("dir_pos", "dir_zero", "dir_neg"))
         lines.append(f"| {s} | " + " | ".join(cell(m) for m in cols) + f" | {dirs} |")
+    lines += [
+        "",
+        "Beside the paper's Table 1 (8B models, real benchmarks, LLM judge; ours: synthetic",
+        "",
+    ]
+    lines[-2] += " world, tiny agents, deterministic judge), ASR / ORR averages in %:"
+    lines += ["| paper row | paper ASR / ORR | ours | ours ASR / ORR |", "|---|---|---|---|"]
+    for paper, (pa, po), ours in PAPER_ROWS:
+        name, _, c0 = ours.partition(":")
+        row, sfx = summary["table"][name], "_c0" if c0 else ""
+        a, o = 100 * row["asr" + sfx]["mean"], 100 * row["orr" + sfx]["mean"]
+        lines.append(f"| {paper} | {pa} / {po} | {ours} | {a:.1f} / {o:.1f} |")
     lines += ["", "Differences (per-seed paired, points):", ""]
     for k, v in summary["differences"].items():
         lines.append(f"- {k}: {100 * v['mean']:+.1f} [{100 * v['lo']:+.1f}, {100 * v['hi']:+.1f}]")
@@ -188,16 +215,28 @@ def main():
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=os.path.join(RESULTS, "waltz"))
+    ap.add_argument("--rl-lr", type=float, default=0.0, help="override both agents' RL lr")
+    ap.add_argument("--resummarise", default="", help="per-seed JSON to re-render (no training)")
     args = ap.parse_args()
-    agents = Agents(_cfg(0, args.quick))
-    per_seed = []
-    for seed in range(args.seeds):
-        per_seed.append(one_seed(seed, agents, args.quick))
-        print(f"seed {seed} done in {per_seed[-1]['seconds']['total']:.0f}s", flush=True)
-        with open(args.out + ".partial.json", "w") as f:
-            json.dump(per_seed, f, indent=1, default=float)
+    RL_LR[0] = args.rl_lr
+    if args.resummarise:
+        with open(args.resummarise) as f:
+            saved = json.load(f)
+        per_seed, traces = (
+            saved.get("per_seed", saved),
+            saved.get("summary", {}).get("update_traces"),
+        )
+    else:
+        agents = Agents(_cfg(0, args.quick))
+        per_seed = []
+        for seed in range(args.seeds):
+            per_seed.append(one_seed(seed, agents, args.quick))
+            print(f"seed {seed} done in {per_seed[-1]['seconds']['total']:.0f}s", flush=True)
+            with open(args.out + ".partial.json", "w") as f:
+                json.dump(per_seed, f, indent=1, default=float)
+        traces = agents.update.traces
     summary = summarise(per_seed)
-    summary["update_traces"] = agents.update.traces
+    summary["update_traces"] = traces
     with open(args.out + ".json", "w") as f:
         json.dump({"summary": summary, "per_seed": per_seed}, f, indent=1, default=float)
     md = markdown(summary, per_seed)
