@@ -164,11 +164,21 @@ def summarise(per_seed: list[dict]) -> dict:
                 [r["systems"][a][m] for r in per_seed], [r["systems"][b][m] for r in per_seed]
             )
             pairs[f"{a}-{b}/{m}"] = iv.as_dict()
-    iv = gain_over_control(
-        [r["systems"]["no_gate"]["label_acc"] for r in per_seed],
-        [r["systems"]["waltzrl"]["label_acc"] for r in per_seed],
-    )
-    pairs["no_gate-waltzrl/label_acc"] = iv.as_dict()
+    for a, b, m in (
+        ("no_gate", "waltzrl", "label_acc"),
+        ("stage1", "untrained_pair", "label_acc"),
+        ("stage1", "untrained_pair", "json_valid"),
+        ("waltzrl", "stage1", "ftr_nonharmful"),
+    ):
+        iv = gain_over_control(
+            [r["systems"][a][m] for r in per_seed], [r["systems"][b][m] for r in per_seed]
+        )
+        pairs[f"{a}-{b}/{m}"] = iv.as_dict()
+    for k in ("waltzrl_pos_neg", "no_gate_pos_neg", "frozen_conversation_pos_neg"):
+        iv = seed_interval(
+            [r["dir_per_rollout"][k][0] - r["dir_per_rollout"][k][1] for r in per_seed]
+        )
+        pairs[f"rollout DIR(+1) - DIR(-1) fraction, {k[:-8]}"] = iv.as_dict()
     return {"table": table, "differences": pairs}
 
 
