@@ -108,3 +108,30 @@ def test_kl_has_a_gradient_and_vanishes_at_the_reference(setup):
     norm = lambda g: float(jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(g))))  # noqa: E731
     assert float(aux1["kl"]) > 0 and float(l1) > 0
     assert norm(g1) > 1e-3 and norm(g0) < 1e-3 * norm(g1)  # zero up to rounding at pi = pi_ref
+
+
+@pytest.mark.slow
+def test_protocol_with_real_samplers_reproduces_per_seed(setup):
+    from rl.sampling.autoregressive import make_sampler
+
+    graphdef, params, rest = setup[0], setup[1], setup[2]
+
+    def agent(n, p):
+        s = make_sampler(graphdef, max_new_tokens=n, eos_id=w.EOS, pad_id=w.PAD)
+
+        def fn(ctx, mask, seed):
+            out = s(p, rest, ctx, mask, jax.random.key(seed))
+            return np.asarray(out.tokens), np.asarray(out.logp)
+
+        return fn
+
+    conv = agent(w.ANSWER_NEW, params["conversation"])
+    fb = agent(w.FEEDBACK_NEW, params["feedback"])
+    prompts, types = w.make_prompts(8, 1, "test")
+    a, ra = run_protocol(conv, fb, prompts, types, 5)
+    b, rb = run_protocol(conv, fb, prompts, types, 5)
+    c, _ = run_protocol(conv, fb, prompts, types, 6)
+    for k in ("c0", "f0", "c1", "lp_c0", "lp_f0"):
+        np.testing.assert_array_equal(ra[k], rb[k])
+    np.testing.assert_array_equal(a.revised, b.revised)
+    assert not np.array_equal(ra["f0"], c.f0)
