@@ -13,6 +13,7 @@ and one stage 1 between the systems of a seed.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -114,8 +115,15 @@ def stage_coefs(rc, stage: int) -> tuple[float, float, float]:
     return (rc.alpha, rc.lam if stage == 1 else 0.0, rc.gamma)
 
 
-def train_stage(config, agents, state, *, stage: int, writer=None, prefix_step: int = 0):
-    """RL steps of one stage; returns (state, per-step history of rollout metrics)."""
+def train_stage(
+    config, agents, state, *, stage: int, writer=None, prefix_step=0, start=0, on_step=None
+):
+    """RL steps `start..` of one stage; returns (state, per-step history of rollout metrics).
+
+    The prompt draws and sampling seeds are a pure function of (seed, stage, step), so a stage
+    resumed at `start` continues exactly as an uninterrupted one. `on_step(done, state)` is
+    called after every step (checkpointing).
+    """
     c, rc = config, config.rl
     steps = rc.stage1_steps if stage == 1 else rc.stage2_steps
     alpha, lam, gamma = stage_coefs(rc, stage)
@@ -127,6 +135,8 @@ def train_stage(config, agents, state, *, stage: int, writer=None, prefix_step: 
     history = []
     for step in range(steps):
         idx = rng.choice(len(prompts), rc.batch_size, replace=False)
+        if step < start:
+            continue  # fast-forward the prompt stream of a resumed stage
         seed = (c.seed * 1000 + stage) * 100000 + step
         traj, rec = _protocol(agents, state.params, prompts[idx], types[idx], seed, feedback)
         rew = rewards(traj, alpha=alpha, lam=lam, gamma=gamma, gate=c.gate, judge_fn=agents.judge)
@@ -142,6 +152,8 @@ def train_stage(config, agents, state, *, stage: int, writer=None, prefix_step: 
         history.append(row)
         if writer is not None and ((step + 1) % c.log_every == 0 or step + 1 == steps):
             writer.write(prefix_step + step + 1, row)
+        if on_step is not None:
+            on_step(step + 1, state)
     return state, history
 
 
@@ -163,31 +175,68 @@ def evaluate(config, agents, params, *, feedback="agent", guard=False):
     return metrics(traj, judge_fn=agents.judge), traj
 
 
+def _save(ckpt, state, extra):
+    """Checkpoint numbered by progress (RL steps done, evaluations done), so it only grows; the
+    extra dict is copied because the save is asynchronous and the caller keeps mutating it."""
+    step = sum(extra["done"].values()) + 10_000 * len(extra["result"])
+    ckpt.save(step, state, copy.deepcopy(extra), force=True)
+
+
 def run(config, workdir: str) -> dict:
     """The default pipeline (warm start -> baselines -> stage 1 -> stage 2), result.json."""
+    from train.checkpoint import Checkpointer
+    from train.loop import restore_or
     from train.metrics import MetricWriter
     from train.plot import plot_metrics
 
     t0 = time.time()
     writer = MetricWriter(workdir, tensorboard=False, console=not config.tiny)
     agents = Agents(config)
-    params = warm_start(config, agents)
-    result = {"untrained_pair": evaluate(config, agents, params)[0]}
-    result["safeguard"] = evaluate(config, agents, params, feedback="agent", guard=True)[0]
-    result["oracle_template"] = evaluate(config, agents, params, feedback="oracle")[0]
-    state = new_state(config, params, agents)
-    conv0 = jax.tree.map(np.asarray, state.params["conversation"])
-    if config.stage in ("1", "both") and not config.single:
-        state, _ = train_stage(config, agents, state, stage=1, writer=writer)
-        result["stage1"] = evaluate(config, agents, state.params)[0]
-        result["stage1_conversation_bitwise_unchanged"] = trees_equal(
-            conv0, state.params["conversation"]
-        )
-    if config.stage in ("2", "both"):
-        off = config.rl.stage1_steps
-        state, _ = train_stage(config, agents, state, stage=2, writer=writer, prefix_step=off)
+    ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=config.keep_checkpoints)
+    template = new_state(config, agents.init_params, agents)
+    state, extra, resumed = restore_or(ckpt, template)
+    if resumed:  # the warm start is the reference tree kept in the state
+        params = state.frozen["ref"]
+    else:
+        params = warm_start(config, agents)
+        state = new_state(config, params, agents)
+        extra = {"result": {}, "done": {}}
+    result, done = extra["result"], extra["done"]
+
+    def eval_once(name, **kw):
+        if name not in result:
+            result[name] = evaluate(config, agents, kw.pop("params", params), **kw)[0]
+            _save(ckpt, state, extra)
+
+    eval_once("untrained_pair")
+    eval_once("safeguard", guard=True)
+    eval_once("oracle_template", feedback="oracle")
+    stages = [1, 2] if config.stage == "both" else [int(config.stage)]
+    for stage in [s for s in stages if not (s == 1 and config.single)]:
+        steps = config.rl.stage1_steps if stage == 1 else config.rl.stage2_steps
+        off = config.rl.stage1_steps if stage == 2 else 0
+        key = f"stage{stage}"
+
+        def save(k, st, key=key, steps=steps):
+            done[key] = k
+            if k == steps or (config.ckpt_every and k % config.ckpt_every == 0):
+                _save(ckpt, st, extra)
+
+        name = "stage1" if stage == 1 else "final"
+        if done.get(key, 0) < steps:  # (re)train, so any stored evaluation of it is stale
+            result.pop(name, None)
+        state, _ = train_stage(
+            config, agents, state, stage=stage, writer=writer, prefix_step=off,
+            start=done.get(key, 0), on_step=save,
+        )  # fmt: skip
         fb = "none" if config.single else "agent"
-        result["final"] = evaluate(config, agents, state.params, feedback=fb)[0]
+        eval_once(name, params=state.params, feedback=fb)
+        if stage == 1:
+            result["stage1_conversation_bitwise_unchanged"] = trees_equal(
+                state.frozen["ref"]["conversation"], state.params["conversation"]
+            )
+    ckpt.wait()
+    result = dict(result)
     result["update_traces"] = agents.update.traces
     result["seconds"] = time.time() - t0
     writer.close()
