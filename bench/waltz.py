@@ -249,7 +249,11 @@ def main():
     summary["update_traces"] = traces
     with open(args.out + ".json", "w") as f:
         json.dump({"summary": summary, "per_seed": per_seed}, f, indent=1, default=float)
-    md = markdown(summary, per_seed)
+    lr = args.rl_lr or get_config().rl_optim.feedback.lr
+    summary["rl_lr"] = lr
+    md = markdown(summary, per_seed).replace(
+        "\n", f"\n\nRL learning rate (both agents): {lr:g}\n", 1
+    )
     with open(args.out + ".md", "w") as f:
         f.write(md)
     print(md)
