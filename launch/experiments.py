@@ -13,6 +13,7 @@ EXPERIMENTS = {
     "fed_oov": "fed.experiment_oov:run",
     "fred": "fed.experiment_fred:run",
     "treepiece": "parsing.experiment:run",
+    "waltz": "rl.run_waltz:run",
 }
 
 
