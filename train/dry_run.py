@@ -69,11 +69,10 @@ def plan(config) -> dict:
     rt = Runtime(config)
     rows, length, optim, micro = _update_shape(config)
     tx = make_optimizer(optim)
+    vocab = _vocab_size(config)
     causal = bool(config.model.get("causal", True))
     max_len = max(int(config.model.max_len), length)
-    graphdef, init = make_lm_init(
-        config, _vocab_size(config), tx, causal=causal, max_len=max_len, seed=0
-    )
+    graphdef, init = make_lm_init(config, vocab, tx, causal=causal, max_len=max_len, seed=0)
     shapes, shardings = rt.abstract_state(init)
     rt.state_sharding = shardings
     abstract = jax.jit(init, out_shardings=shardings).eval_shape()
@@ -117,6 +116,7 @@ def plan(config) -> dict:
     n_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes.params)))
     return {
         "params": n_params,
+        "vocab": vocab,
         "mesh": dict(rt.mesh.shape),
         "devices": rt.num_devices,
         "batch": (rows, length, micro),

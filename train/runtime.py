@@ -22,11 +22,21 @@ import jax
 import numpy as np
 
 from models.sharding import batch_shardings, make_mesh, state_shardings
-from train.checkpoint import Checkpointer
+from train.checkpoint import Checkpointer, CheckpointError
 from train.loop import restore_or
 from train.metrics import MetricWriter
 from train.plot import plot_metrics
 from train.step import make_update_step
+
+
+def _saved_extra(ckpt: Checkpointer, step: int) -> dict:
+    """The JSON `extra` of checkpoint `step`, read without the state (empty if unreadable)."""
+    path = os.path.join(ckpt.directory, str(step), "extra", "metadata")
+    try:
+        with open(path) as f:
+            return dict(json.load(f))
+    except (OSError, ValueError, TypeError):
+        return {}
 
 
 def is_main_process() -> bool:
@@ -81,12 +91,32 @@ class Runtime:
         _, self.state_sharding = self.abstract_state(init_fn)
         return jax.jit(init_fn, out_shardings=self.state_sharding)()
 
-    def restore(self, ckpt: Checkpointer | None, state):
-        """Restores the latest checkpoint with `state`'s shardings.
+    def restore(self, ckpt: Checkpointer | None, state, *, expect: dict | None = None):
+        """Restores the latest checkpoint with `state`'s shardings (any mesh, any process count).
+
+        Args:
+          ckpt: the run's Checkpointer (or None).
+          state: the freshly created, sharded state (the structure to restore into).
+          expect: `extra` entries the checkpoint must match (e.g. `{"scan_layers": False}`);
+            a mismatch is refused with a message naming the option, before reading any array.
 
         Returns:
           (state, extra, resumed); pass `extra` to `fit(resume=...)` when `resumed`.
+
+        Raises:
+          CheckpointError: unreadable, another structure, or an `expect` mismatch.
         """
+        step = ckpt.latest_step() if ckpt is not None else None
+        if step is not None and expect:
+            saved = _saved_extra(ckpt, step)
+            for key, want in expect.items():
+                if key in saved and saved[key] != want:
+                    raise CheckpointError(
+                        f"checkpoint {os.path.join(ckpt.directory, str(step))} was written with "
+                        f"{key}={saved[key]!r} but this run has {key}={want!r}; rerun with "
+                        f"--config.model.{key}={saved[key]!r}, or convert the parameters "
+                        "(models.transformer.to_scanned / to_unscanned) into a new workdir"
+                    )
         state, extra, resumed = restore_or(ckpt, state)
         return state, extra, resumed
 

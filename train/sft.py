@@ -131,7 +131,8 @@ def sft_stage(
     loss_fn = make_lm_loss(objective, graphdef, tokenizer)
     state = rt.create_state(init)
     ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=config.keep_checkpoints)
-    state, extra, resumed = rt.restore(ckpt, state)
+    layout = {"scan_layers": bool(config.model.get("scan_layers", False))}
+    state, extra, resumed = rt.restore(ckpt, state, expect=layout)
     update = rt.update_step(loss_fn, tx, microbatches=sc.get("microbatches", 1))
 
     eval_loss = rt.jit(loss_fn)
@@ -159,7 +160,7 @@ def sft_stage(
         log_every=config.log_every,
         eval_fn=eval_fn,
         eval_every=config.get("eval_every", 0),
-        extra={"stage": prefix},
+        extra={"stage": prefix, **layout},
         desc=prefix,
     )
     ckpt.close()
