@@ -88,16 +88,45 @@ def test_finish_writes_result_and_plot(tmp_path, capsys):
     assert "demo" in capsys.readouterr().out
 
 
-def test_dry_run_plan_for_sft_tiny():
-    from configs import sft
-    from models.transformer import TransformerConfig
-    from train.dry_run import plan
+def _dry_run(config, *flags, devices=1, workdir="never_created"):
+    env = {**os.environ, "LMRL_NO_PROGRESS": "1", "JAX_NUM_CPU_DEVICES": str(devices)}
+    cmd = [sys.executable, "-m", "launch.main", f"--config={config}", "--dry_run"]
+    cmd += [f"--workdir={workdir}", *flags]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
 
-    c = sft.get_config("tiny")
-    p = plan(c)
-    assert p["params"] == TransformerConfig.from_config(c.model, vocab_size=p["vocab"]).num_params()
-    assert p["memory"]["temp"] > 0 and p["memory"]["argument"] >= p["state_bytes_per_device"] // 2
-    assert any("w_gate" in row[0] for row in p["leaves"])
+
+def _field(text, label):
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith(label))
+    return line.strip()[len(label) :].strip()
+
+
+def test_dry_run_for_sft_tiny_prints_the_plan_and_writes_nothing(tmp_path):
+    from configs import sft
+    from data.tokenizer import CharTokenizer
+    from models.transformer import TransformerConfig
+
+    w = tmp_path / "w"
+    text = _dry_run("configs/sft.py:tiny", "--config.mesh_shape=(1,1,1)", workdir=w)
+    vocab = CharTokenizer().vocab_size
+    want = TransformerConfig.from_config(sft.get_config("tiny").model, vocab_size=vocab)
+    assert int(_field(text, "parameters").replace(",", "")) == want.num_params()
+    assert "['mlp']['w_gate']" in text and "temporaries" in _field(text, "compiled step/device")
+    assert not w.exists()
+
+
+@pytest.mark.slow
+def test_dry_run_llada8b_from_shapes_only():
+    text = _dry_run(
+        "configs/spg.py:llada8b",
+        "--config.model.scan_layers=True",
+        "--config.mesh_shape=(1,4,2)",
+        devices=8,
+    )
+    assert _field(text, "parameters") == "8,015,581,184"
+    assert "P(None, 'fsdp', 'tensor')" in text  # stacked w_gate: layers, embed, mlp
+    assert _field(text, "peak estimate/device").endswith(")")
 
 
 def _check(mode: str) -> dict:
