@@ -8,7 +8,7 @@ through `models.sharding.constrain`, which is a no-op outside a mesh.
 At scale two config options matter: `scan_layers` stores the blocks stacked on a leading `layers`
 axis and runs them under `jax.lax.scan` (one compiled block instead of n_layers copies), and
 `remat` recomputes block activations in the backward pass (`jax.checkpoint` with a named policy).
-Neither changes the numbers; `to_scanned`/`to_unscanned` convert parameter trees between layouts.
+Neither changes the numbers; `models/layout.py` converts parameter trees between the layouts.
 """
 
 from __future__ import annotations
@@ -342,28 +342,3 @@ class Transformer(nnx.Module):
         x, (new_layers, hs) = jax.lax.scan(body, x, (st, layers))
         hidden = jnp.concatenate([x0[None], hs]) if return_hidden else None
         return x, hidden, new_layers
-
-
-def to_scanned(params: dict) -> dict:
-    """Unscanned -> scanned parameters: `blocks/<i>/...` leaves stacked on a leading axis.
-
-    Args:
-      params: a pure dict (`nnx.to_pure_dict` of the model's state) in the unscanned layout.
-
-    Returns:
-      The same dict with `blocks` in the scanned layout; load it with `nnx.replace_by_pure_dict`.
-    """
-    blocks = params["blocks"]
-    if not all(isinstance(k, int) or str(k).isdigit() for k in blocks):
-        raise ValueError("parameters are already in the scanned layout (no blocks/<i>)")
-    layers = [blocks[k] for k in sorted(blocks, key=int)]
-    return {**params, "blocks": jax.tree.map(lambda *xs: jnp.stack(xs), *layers)}
-
-
-def to_unscanned(params: dict) -> dict:
-    """Scanned -> unscanned parameters (the inverse of `to_scanned`)."""
-    blocks = params["blocks"]
-    if any(isinstance(k, int) or str(k).isdigit() for k in blocks):
-        raise ValueError("parameters are already in the unscanned layout (blocks/<i>)")
-    n = jax.tree.leaves(blocks)[0].shape[0]
-    return {**params, "blocks": {i: jax.tree.map(lambda x, i=i: x[i], blocks) for i in range(n)}}

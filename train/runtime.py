@@ -115,7 +115,7 @@ class Runtime:
                         f"checkpoint {os.path.join(ckpt.directory, str(step))} was written with "
                         f"{key}={saved[key]!r} but this run has {key}={want!r}; rerun with "
                         f"--config.model.{key}={saved[key]!r}, or convert the parameters "
-                        "(models.transformer.to_scanned / to_unscanned) into a new workdir"
+                        "(models.layout.to_scanned / to_unscanned) into a new workdir"
                     )
         state, extra, resumed = restore_or(ckpt, state)
         return state, extra, resumed
