@@ -9,8 +9,9 @@ a CPU estimate of the sharding).
 What is compiled: the policy Transformer's supervised LM update (`ar` if causal, else `mdlm`)
 with the config's optimizer and microbatches, at the batch shape of one update: `sft.batch_size` x
 `sft.max_len`, or for RL configs `rl.prompts_per_step * rl.group_size` rows of
-`rl.max_prompt_len + rl.gen_len` tokens with `rl_optim`. RL objectives' extra forward passes (Monte
-Carlo masks, a reference policy) are not included; the state (parameters + optimizer) is exact.
+`rl.max_prompt_len + rl.gen_len` (or `max_new_tokens`) tokens with `rl_optim`. RL objectives'
+extra forward passes (Monte Carlo masks, a reference policy) are not included; the state
+(parameters + optimizer) is exact.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def _update_shape(config) -> tuple[int, int, dict, int]:
     if "rl" in config and config.get("rl") is not None:
         rc = config.rl
         rows = int(rc.prompts_per_step) * int(rc.group_size)
-        length = int(rc.max_prompt_len) + int(rc.gen_len)
+        new = rc.get("gen_len", rc.get("max_new_tokens", 0))  # diffusion | autoregressive
+        length = int(rc.max_prompt_len) + int(new)
         optim = dict(config.get("rl_optim", config.optim))
         return rows, length, optim, int(rc.get("microbatches", 1))
     sc = config.sft
