@@ -94,7 +94,7 @@ def _scanned_copy(m, **kw):
     return ms
 
 
-@pytest.mark.parametrize("remat", ["none", "full"])
+@pytest.mark.parametrize("remat", ["none", pytest.param("full", marks=pytest.mark.slow)])
 def test_scanned_equals_unscanned_outputs_and_grads(remat):
     from models.layout import to_unscanned
 

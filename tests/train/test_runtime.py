@@ -108,11 +108,14 @@ def test_dry_run_for_sft_tiny_prints_the_plan_and_writes_nothing(tmp_path):
     from models.transformer import TransformerConfig
 
     w = tmp_path / "w"
-    text = _dry_run("configs/sft.py:tiny", "--config.mesh_shape=(1,1,1)", workdir=w)
+    text = _dry_run("configs/sft.py:tiny", "--config.mesh_shape=(2,2,2)", devices=8, workdir=w)
     vocab = CharTokenizer().vocab_size
     want = TransformerConfig.from_config(sft.get_config("tiny").model, vocab_size=vocab)
     assert int(_field(text, "parameters").replace(",", "")) == want.num_params()
-    assert "['mlp']['w_gate']" in text and "temporaries" in _field(text, "compiled step/device")
+    assert "temporaries" in _field(text, "compiled step/device")
+    # d_model 32 over fsdp=2, d_ff 64 over tensor=2: each device holds a [16, 32] shard.
+    row = next(ln for ln in text.splitlines() if "['mlp']['w_gate']" in ln)
+    assert "P('fsdp', 'tensor')" in row and row.rstrip().endswith("(16, 32)"), row
     assert not w.exists()
 
 
@@ -142,6 +145,7 @@ def _check(mode: str) -> dict:
     return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
 
 
+@pytest.mark.slow
 def test_state_is_created_sharded_on_eight_devices():
     r = _check("sharding")
     assert r["devices"] == 8 and r["n_shards"] == 8
