@@ -70,7 +70,7 @@ def base_config(experiment: str, variant: dict) -> mlc.ConfigDict:
     c.eval_every = 0
     c.ckpt_every = 50
     c.keep_checkpoints = 2
-    c.mesh_shape = (-1, 1, 1)
+    c.mesh_shape = (-1, 1, 1)  # (data, fsdp, tensor) over all devices; -1 takes the rest
     return c
 
 
@@ -91,6 +91,8 @@ def model_config(**overrides) -> mlc.ConfigDict:
             dtype="float32",
             norm_eps=1e-6,
             tie_embeddings=False,
+            scan_layers=False,  # blocks stacked and run under lax.scan (faster compiles at depth)
+            remat="none",  # none|full|dots|dots_no_batch: activation recomputation per block
         )
     )
     m.update(overrides)

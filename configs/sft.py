@@ -9,6 +9,11 @@ Variants (after the colon, comma-separated):
   task=arithmetic|sudoku4|countdown   the generated task
   objective=ar|mdlm                   causal next-token loss or masked-diffusion ELBO
   tiny                                2 steps of a tiny model (tests)
+
+At scale (train/runtime.py): `--config.mesh_shape="(data,fsdp,tensor)"` over all devices of all
+processes (-1 takes the rest; a shape that does not fit is refused), `--config.model.scan_layers`
+and `--config.model.remat=full|dots|dots_no_batch`; `--dry_run` prints the parameter count,
+the per-device sharding plan and the compiled per-device memory, then exits.
 """
 
 from configs import common

@@ -23,6 +23,11 @@ _MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initial
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 _PID = flags.DEFINE_integer("process_id", None, "This process's id (multi-host).")
+# --- dry run (runtime branch) ---
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Print parameter count, sharding plan and compiled memory; do not train."
+)
+# --- end dry run ---
 
 
 def main(argv):
@@ -39,6 +44,13 @@ def main(argv):
         )
     workdir = _WORKDIR.value or os.path.join("runs", config.experiment)
     try:
+        # --- dry run (runtime branch): nothing is written, no workdir is created ---
+        if _DRY_RUN.value:
+            from train.dry_run import report
+
+            report(config)
+            return
+        # --- end dry run ---
         prepare_workdir(config, workdir)
         from launch.experiments import get_runner
 

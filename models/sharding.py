@@ -29,23 +29,52 @@ LOGICAL_RULES: dict[str, str | tuple[str, ...] | None] = {
 }
 
 
-def make_mesh(shape: tuple[int, int, int] = (-1, 1, 1), devices=None) -> Mesh:
-    """A (data, fsdp, tensor) mesh with Auto axes; -1 in `shape` takes the remaining devices."""
-    devices = list(devices if devices is not None else jax.devices())
-    shape = list(shape)
+class MeshError(ValueError):
+    """A mesh shape that does not fit the devices (a user error: shown as one line)."""
+
+
+def mesh_shape_for(shape, num_devices: int) -> tuple[int, int, int]:
+    """Resolves a (data, fsdp, tensor) shape against `num_devices`, or raises `MeshError`.
+
+    A -1 entry takes the remaining devices; the product must equal `num_devices` exactly, so a
+    shape is never silently ignored or padded.
+    """
+    try:
+        shape = [int(s) for s in shape]
+    except (TypeError, ValueError):
+        msg = f"mesh_shape must be 3 integers (data, fsdp, tensor), got {shape!r}"
+        raise MeshError(msg) from None
     if len(shape) != 3:
-        raise ValueError(f"mesh shape must have 3 entries (data, fsdp, tensor), got {shape}")
-    if shape.count(-1) > 1:
-        raise ValueError(f"at most one -1 in the mesh shape, got {shape}")
+        raise MeshError(f"mesh_shape must have 3 entries (data, fsdp, tensor), got {tuple(shape)}")
+    if shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
+        raise MeshError(f"mesh_shape {tuple(shape)}: entries must be positive, with at most one -1")
     known = int(np.prod([s for s in shape if s != -1]))
     if -1 in shape:
-        shape[shape.index(-1)] = len(devices) // known
-    if int(np.prod(shape)) != len(devices):
-        raise ValueError(
-            f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, have {len(devices)}"
+        if num_devices % known:
+            raise MeshError(
+                f"mesh_shape {tuple(shape)}: {num_devices} devices cannot be split into "
+                f"groups of {known}; use a shape whose product divides {num_devices}"
+            )
+        shape[shape.index(-1)] = num_devices // known
+    if int(np.prod(shape)) != num_devices:
+        raise MeshError(
+            f"mesh_shape {tuple(shape)} needs {int(np.prod(shape))} devices but this run has "
+            f"{num_devices} (all processes); pass a shape whose product is {num_devices}, "
+            'e.g. --config.mesh_shape="(-1,1,1)"'
         )
-    arr = np.asarray(devices).reshape(shape)
-    return Mesh(arr, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+    return tuple(shape)
+
+
+def make_mesh(shape: tuple[int, int, int] = (-1, 1, 1), devices=None) -> Mesh:
+    """A (data, fsdp, tensor) mesh with Auto axes over `devices` (default: all global devices).
+
+    Raises:
+      MeshError: the shape does not fit the device count (see `mesh_shape_for`).
+    """
+    devices = list(devices if devices is not None else jax.devices())
+    shape = mesh_shape_for(shape, len(devices))
+    # jax.make_mesh orders devices by physical topology on TPU/GPU; on CPU it is a reshape.
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
 
 
 def logical_to_spec(names, mesh: Mesh | None = None) -> PartitionSpec:
@@ -106,6 +135,17 @@ def state_shardings(state, mesh: Mesh):
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
     """Leading axis split over (data, fsdp); the rest replicated."""
     return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1), mesh))
+
+
+def batch_shardings(batch, mesh: Mesh):
+    """Per-leaf batch shardings: leading axis over (data, fsdp) where it divides, else copies."""
+
+    def one(x):
+        shape = np.shape(x)
+        spec = logical_to_spec(("batch",) + (None,) * (len(shape) - 1), mesh) if shape else None
+        return NamedSharding(mesh, _fit_spec(spec, shape, mesh) if shape else PartitionSpec())
+
+    return jax.tree.map(one, batch)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

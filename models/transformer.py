@@ -4,6 +4,11 @@ One network serves every method: `causal=True` for autoregressive LMs (with a KV
 decoding) and `causal=False` for masked-diffusion LMs and encoders. Every parameter carries logical
 axis names (`embed`, `mlp`, `heads`, `kv`, `vocab`); activations are constrained by logical names
 through `models.sharding.constrain`, which is a no-op outside a mesh.
+
+At scale two config options matter: `scan_layers` stores the blocks stacked on a leading `layers`
+axis and runs them under `jax.lax.scan` (one compiled block instead of n_layers copies), and
+`remat` recomputes block activations in the backward pass (`jax.checkpoint` with a named policy).
+Neither changes the numbers; `models/layout.py` converts parameter trees between the layouts.
 """
 
 from __future__ import annotations
@@ -16,6 +21,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from models.sharding import constrain
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -46,8 +58,12 @@ class TransformerConfig:
     dtype: str = "float32"
     norm_eps: float = 1e-6
     tie_embeddings: bool = False
+    scan_layers: bool = False
+    remat: str = "none"
 
     def __post_init__(self):
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"model.remat={self.remat!r}; expected one of {list(REMAT_POLICIES)}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.n_heads % self.n_kv_heads:
@@ -188,7 +204,16 @@ class Transformer(nnx.Module):
         self.dtype = as_dtype(cfg.dtype)
         emb = nnx.initializers.normal(1.0)(rngs.params(), (cfg.vocab_size, cfg.d_model), pd)
         self.embed = nnx.Param(emb, out_sharding=("vocab", "embed"))
-        self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
+        if cfg.scan_layers:
+            # One Block whose parameters carry a leading `layers` axis (sharding metadata too).
+            @nnx.split_rngs(splits=cfg.n_layers)
+            @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+            def stacked(r):
+                return Block(cfg, rngs=r)
+
+            self.blocks = stacked(rngs)
+        else:
+            self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
         self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps, pd, rngs=rngs)
         if not cfg.tie_embeddings:
             self.unembed = _param(rngs, (cfg.d_model, cfg.vocab_size), pd, 0, ("embed", "vocab"))
@@ -209,10 +234,14 @@ class Transformer(nnx.Module):
         cfg = self.cfg
         dtype = dtype or self.dtype
         shape = (batch, max_len, cfg.n_kv_heads, cfg.head_dim)
-        layers = [
-            {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
-            for _ in range(cfg.n_layers)
-        ]
+        if cfg.scan_layers:
+            full = (cfg.n_layers,) + shape
+            layers = {"k": jnp.zeros(full, dtype), "v": jnp.zeros(full, dtype)}
+        else:
+            layers = [
+                {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+                for _ in range(cfg.n_layers)
+            ]
         return {
             "layers": layers,
             "valid": jnp.zeros((batch, max_len), bool),
@@ -272,19 +301,44 @@ class Transformer(nnx.Module):
         else:
             x = embeddings_btd.astype(self.dtype)
         x = constrain(x, ("batch", "length", "embed"))
-        hidden = [x] if return_hidden else None
-        new_layers = []
-        for i, block in enumerate(self.blocks):
-            layer_cache = cache["layers"][i] if cache is not None else None
-            x, lc = block(x, positions_bt, attn_mask, layer_cache, index)
-            new_layers.append(lc)
-            if return_hidden:
-                hidden.append(x)
+        layers = cache["layers"] if cache is not None else None
+        run = self._scan_blocks if cfg.scan_layers else self._loop_blocks
+        x, hidden, new_layers = run(x, positions_bt, attn_mask, layers, index, return_hidden)
         final = self.final_norm(x)
         logits = self.head(final)
         new_cache = None
         if cache is not None:
             new_cache = {"layers": new_layers, "valid": key_valid, "index": index + t}
-        return TransformerOutput(
-            logits, final, jnp.stack(hidden) if return_hidden else None, new_cache
-        )
+        return TransformerOutput(logits, final, hidden, new_cache)
+
+    def _loop_blocks(self, x, positions, mask, layers, index, return_hidden):
+        """Unscanned layout: a Python loop over `nnx.List` blocks (remat per block if set)."""
+        policy = REMAT_POLICIES[self.cfg.remat]
+        hidden, new_layers = [x], []
+        for i, block in enumerate(self.blocks):
+            lc = layers[i] if layers is not None else None
+            if self.cfg.remat == "none":
+                x, lc = block(x, positions, mask, lc, index)
+            else:
+                gd, st = nnx.split(block)
+                fn = jax.checkpoint(lambda s, *a, gd=gd: nnx.merge(gd, s)(*a), policy=policy)
+                x, lc = fn(st, x, positions, mask, lc, index)
+            new_layers.append(lc)
+            hidden.append(x)
+        return x, (jnp.stack(hidden) if return_hidden else None), new_layers
+
+    def _scan_blocks(self, x, positions, mask, layers, index, return_hidden):
+        """Scanned layout: `lax.scan` over the stacked block parameters (and KV cache)."""
+        gd, st = nnx.split(self.blocks)
+
+        def body(h, xs):
+            layer_state, lc = xs
+            h, lc = nnx.merge(gd, layer_state)(h, positions, mask, lc, index)
+            return h, (lc, h if return_hidden else None)
+
+        if self.cfg.remat != "none":
+            body = jax.checkpoint(body, policy=REMAT_POLICIES[self.cfg.remat])
+        x0 = x
+        x, (new_layers, hs) = jax.lax.scan(body, x, (st, layers))
+        hidden = jnp.concatenate([x0[None], hs]) if return_hidden else None
+        return x, hidden, new_layers

@@ -1,8 +1,12 @@
-"""The training loop: resume, log, evaluate, checkpoint, progress bar.
+"""The one training loop: collect, µ updates, log, evaluate, checkpoint, resume, progress bar.
 
-Batches are a pure function of the step (`batch_fn(step)`), so the data position is the step
-stored in the checkpoint and an interrupted run resumes with exactly the batches and RNG it would
-have used. Metrics are pulled to the host only at logging steps.
+Every runner drives `fit(state, collect, updates_per_step)`. `collect(state, step)` returns the
+batch for loop step `step` and its host metrics: a fixed dataset indexed by the step (supervised
+training, `updates_per_step=1`) or rollouts from the current policy (RL, then µ inner updates on
+that batch). Because the batch is a pure function of (state, step), the data position is the loop
+step; it is stored in each checkpoint's `extra` as `loop_step` (with the last logged `metrics`),
+and a resumed run restarts from that loop step, never from the optimizer's update count, so an
+interrupted run reads the batches and RNG it would have read and ends with the same numbers.
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-import jax
 from tqdm.auto import tqdm
 
 from train.checkpoint import Checkpointer
 from train.metrics import MetricWriter
+
+CollectFn = Callable[[object, int], tuple[object, dict]]
 
 
 def progress_bar(total: int, initial: int, desc: str) -> tqdm:
@@ -32,7 +37,7 @@ def restore_or(ckpt: Checkpointer | None, state, *, expect_extra: dict | None = 
     """Restores the latest checkpoint into `state`'s structure, or returns `state` unchanged.
 
     Returns:
-      (state, extra, resumed: bool)
+      (state, extra, resumed: bool); `extra["loop_step"]` is where `fit` resumes.
     """
     if ckpt is None:
         return state, {}, False
@@ -43,14 +48,24 @@ def restore_or(ckpt: Checkpointer | None, state, *, expect_extra: dict | None = 
     return restored, extra, True
 
 
+def _start_of(resume: dict | None, ckpt: Checkpointer | None) -> int:
+    if resume is not None:
+        return int(resume.get("loop_step", 0))
+    # Compatibility for callers that restore by hand: checkpoints are saved at the loop step.
+    latest = ckpt.latest_step() if ckpt is not None else None
+    return int(latest or 0)
+
+
 def fit(
+    state=None,
+    collect: CollectFn | None = None,
+    updates_per_step: int = 1,
     *,
-    state,
     update_fn: Callable,
-    batch_fn: Callable[[int], object],
     num_steps: int,
     writer: MetricWriter,
     ckpt: Checkpointer | None = None,
+    resume: dict | None = None,
     ckpt_every: int = 0,
     log_every: int = 10,
     eval_fn: Callable | None = None,
@@ -58,44 +73,64 @@ def fit(
     extra: dict | None = None,
     desc: str = "train",
     prefix_step: int = 0,
+    batch_fn: Callable[[int], object] | None = None,
 ):
-    """Runs `update_fn` from `state.step` to `num_steps`.
+    """Runs loop steps `start .. num_steps - 1`; each collects a batch and applies µ updates.
 
     Args:
-      state: TrainState (restored or fresh); its `step` is where training resumes.
+      state: TrainState (fresh, or restored together with `resume`).
+      collect: `(state, step) -> (batch, host_metrics)`; deterministic in (state, step).
+      updates_per_step: µ, the number of `update_fn` calls on each collected batch.
       update_fn: jitted `(state, batch) -> (state, metrics)`.
-      batch_fn: `step -> batch` (deterministic in the step).
-      num_steps: total number of update calls for this stage.
-      writer: metric writer; metrics are logged at global step `prefix_step + step`.
-      ckpt / ckpt_every: checkpoint manager and period (0 = only at the end).
+      num_steps: total loop steps for this stage.
+      writer: metric writer; metrics are logged at `prefix_step + loop_step`.
+      ckpt / ckpt_every: checkpoint manager and period in loop steps (0 = only at the end).
+      resume: the `extra` dict restored with `state` (None: fresh, or see `batch_fn`).
       log_every: logging period.
       eval_fn / eval_every: `state -> dict` of eval metrics, logged at that period and at the end.
       extra: JSON metadata stored with every checkpoint (stage names etc.).
       desc: progress-bar label.
       prefix_step: offset added to logged steps (for multi-stage runs).
+      batch_fn: compatibility for runners not yet on `collect`: `step -> batch`. Without
+        `resume`, the loop step is the latest checkpoint's step (saved at the loop step).
 
     Returns:
-      (state, last_logged_metrics: dict[str, float])
+      (state, last_logged_metrics: dict[str, float]); a finished run that is resumed returns the
+      metrics stored in its last checkpoint (plus a fresh evaluation).
     """
-    start = int(jax.device_get(state.step))
-    last: dict[str, float] = {}
-    bar = progress_bar(num_steps, start, desc)
+    if (collect is None) == (batch_fn is None):
+        raise ValueError("fit needs exactly one of collect= or batch_fn=")
+    if collect is None:
+        collect = lambda st, step: (batch_fn(step), {})  # noqa: E731
+    if updates_per_step < 1:
+        raise ValueError(f"updates_per_step must be >= 1, got {updates_per_step}")
+    start = _start_of(resume, ckpt)
+    last: dict[str, float] = dict((resume or {}).get("metrics", {}))
+    meta = dict(extra or {})
+
+    def save(done: int, force: bool = False):
+        ckpt.save(done, state, {**meta, "loop_step": done, "metrics": last}, force=force)
+
+    bar = progress_bar(num_steps, min(start, num_steps), desc)
     for step in range(start, num_steps):
-        state, metrics = update_fn(state, batch_fn(step))
+        batch, host = collect(state, step)
+        for _ in range(updates_per_step):
+            state, metrics = update_fn(state, batch)
         done = step + 1
         if done % max(log_every, 1) == 0 or done == num_steps:
-            last = writer.write(prefix_step + done, metrics)
+            last = writer.write(prefix_step + done, {**metrics, **host})
             bar.set_postfix(loss=f"{last.get('train/loss', float('nan')):.4f}")
         if eval_fn is not None and eval_every and done % eval_every == 0 and done != num_steps:
             writer.write(prefix_step + done, eval_fn(state))
         if ckpt is not None and ckpt_every and done % ckpt_every == 0 and done != num_steps:
-            ckpt.save(done, state, extra)
+            save(done)
         bar.update(1)
     bar.close()
     if eval_fn is not None:
         last.update(writer.write(prefix_step + num_steps, eval_fn(state)))
     if ckpt is not None and ckpt.latest_step() != num_steps:
-        ckpt.save(num_steps, state, extra, force=True)
+        save(num_steps, force=True)
+    if ckpt is not None:
         ckpt.wait()
     writer.flush()
     return state, last

@@ -16,12 +16,11 @@ from flax import nnx
 
 from train.checkpoint import Checkpointer
 from train.lm import build_transformer, make_ar_loss, make_mdlm_loss
-from train.loop import fit, restore_or
+from train.loop import fit
 from train.metrics import MetricWriter
 from train.optim import make_optimizer
-from train.plot import plot_metrics
+from train.runtime import Runtime, finish
 from train.state import TrainState, split_module
-from train.step import make_update_step
 
 
 def make_task_and_tokenizer(config):
@@ -51,6 +50,35 @@ class SFTResult:
     steps: int
 
 
+def make_lm_init(config, vocab_size: int, tx, *, causal: bool, max_len: int, seed: int):
+    """The policy LM's graphdef and `init() -> TrainState` for `Runtime.create_state`.
+
+    The graphdef comes from an abstract model (`nnx.eval_shape`), so nothing is allocated here.
+    """
+
+    def build():
+        return build_transformer(config.model, vocab_size, seed, causal=causal, max_len=max_len)
+
+    graphdef, _, _ = split_module(nnx.eval_shape(build))
+
+    def init():
+        _, params, rest = split_module(build())
+        frozen = {"policy": rest}
+        return TrainState.create({"policy": params}, tx, jax.random.key(seed), frozen=frozen)
+
+    return graphdef, init
+
+
+def make_lm_loss(objective: str, graphdef, tokenizer_or_ids):
+    """The `ar` or `mdlm` loss; `tokenizer_or_ids` gives `mask_id` and `eos_id` for mdlm."""
+    if objective == "ar":
+        return make_ar_loss(graphdef)
+    if objective == "mdlm":
+        t = tokenizer_or_ids
+        return make_mdlm_loss(graphdef, t.mask_id, t.eos_id)
+    raise ValueError(f"unknown SFT objective {objective!r}; expected 'ar' or 'mdlm'")
+
+
 def sft_stage(
     config,
     workdir: str,
@@ -60,22 +88,26 @@ def sft_stage(
     writer: MetricWriter,
     objective: str,
     prefix: str = "sft",
+    runtime: Runtime | None = None,
 ) -> SFTResult:
     """Trains (or resumes, or reloads when finished) the SFT model in `workdir`.
 
     Args:
       config: ConfigDict with `model`, `optim`, `sft` (steps, batch_size, num_train, num_test,
-        max_len, style), `seed`, `log_every`, `ckpt_every`, `keep_checkpoints`.
+        max_len, style, microbatches), `seed`, `log_every`, `ckpt_every`, `keep_checkpoints`,
+        `mesh_shape`.
       workdir: where the stage keeps its checkpoints (`workdir/ckpt`).
       task, tokenizer: from `make_task_and_tokenizer`.
       writer: metric writer (metrics are logged under `{prefix}/...` as well as `train/...`).
       objective: "ar" or "mdlm".
+      runtime: the run's Runtime (default: a new one from `config.mesh_shape`).
 
     Returns:
-      SFTResult with the trained model (merged NNX module) and final eval metrics.
+      SFTResult with the trained model (merged NNX module, sharded like the state) and final
+      eval metrics.
     """
     sc = config.sft
-    causal = objective == "ar"
+    rt = runtime or Runtime(config)
     _, train_recs = encode_split(
         task, tokenizer, "train", sc.num_train, config.seed, sc.max_len, sc.style
     )
@@ -85,33 +117,25 @@ def sft_stage(
     from data.pipeline import make_batches
 
     batches = make_batches(train_recs, sc.batch_size, config.seed)
-    test_batch = stack_records(test_recs)
+    test_batch = rt.put(stack_records(test_recs))
 
-    model = build_transformer(
-        config.model,
+    tx = make_optimizer({**dict(config.optim), "total_steps": sc.steps})
+    graphdef, init = make_lm_init(
+        config,
         tokenizer.vocab_size,
-        config.seed,
-        causal=causal,
+        tx,
+        causal=objective == "ar",
         max_len=max(config.model.max_len, sc.max_len),
+        seed=config.seed,
     )
-    graphdef, params, rest = split_module(model)
-    optim = dict(config.optim)
-    optim["total_steps"] = sc.steps
-    tx = make_optimizer(optim)
-    state = TrainState.create(
-        {"policy": params}, tx, jax.random.key(config.seed), frozen={"policy": rest}
-    )
-    if objective == "ar":
-        loss_fn = make_ar_loss(graphdef)
-    elif objective == "mdlm":
-        loss_fn = make_mdlm_loss(graphdef, tokenizer.mask_id, tokenizer.eos_id)
-    else:
-        raise ValueError(f"unknown SFT objective {objective!r}; expected 'ar' or 'mdlm'")
-    update = make_update_step(loss_fn, tx, num_microbatches=sc.get("microbatches", 1))
+    loss_fn = make_lm_loss(objective, graphdef, tokenizer)
+    state = rt.create_state(init)
     ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=config.keep_checkpoints)
-    state, _, _ = restore_or(ckpt, state)
+    layout = {"scan_layers": bool(config.model.get("scan_layers", False))}
+    state, extra, resumed = rt.restore(ckpt, state, expect=layout)
+    update = rt.update_step(loss_fn, tx, microbatches=sc.get("microbatches", 1))
 
-    eval_loss = jax.jit(loss_fn)
+    eval_loss = rt.jit(loss_fn)
     acc_key = "train/token_acc" if objective == "ar" else "train/masked_acc"
 
     def eval_fn(st):
@@ -119,21 +143,24 @@ def sft_stage(
         loss_sum, denom, aux = eval_loss(st.params, st.frozen, test_batch, jax.random.key(1234))
         return {f"{prefix}/test_loss": loss_sum / denom, f"{prefix}/test_acc": aux[acc_key]}
 
-    def batch_fn(step):
-        return batches[step]
+    def collect(st, step):
+        del st
+        return rt.put(batches[step]), {}
 
     state, last = fit(
-        state=state,
+        state,
+        collect,
+        1,
         update_fn=update,
-        batch_fn=batch_fn,
         num_steps=sc.steps,
         writer=writer,
         ckpt=ckpt,
+        resume=extra if resumed else None,
         ckpt_every=config.ckpt_every,
         log_every=config.log_every,
         eval_fn=eval_fn,
         eval_every=config.get("eval_every", 0),
-        extra={"stage": prefix},
+        extra={"stage": prefix, **layout},
         desc=prefix,
     )
     ckpt.close()
@@ -145,29 +172,37 @@ def sft_stage(
 
 
 def run(config, workdir: str) -> dict[str, float]:
-    """Runner for `configs/sft.py`."""
+    """Runner for `configs/sft.py`: data, model and loss (`sft_stage`), runtime, loop, report."""
     task, tokenizer = make_task_and_tokenizer(config)
-    writer = MetricWriter(workdir)
+    rt = Runtime(config)
+    writer = rt.writer(workdir)
     res = sft_stage(
-        config, workdir, task=task, tokenizer=tokenizer, writer=writer, objective=config.objective
+        config,
+        workdir,
+        task=task,
+        tokenizer=tokenizer,
+        writer=writer,
+        objective=config.objective,
+        runtime=rt,
     )
     writer.close()
-    png = plot_metrics(
-        writer.jsonl_path,
-        ["train/loss", "sft/test_loss", "sft/test_acc", "train/grad_norm"],
-        os.path.join(workdir, "plot.png"),
-        title=f"SFT {config.task} ({config.objective})",
-    )
     m = res.metrics
-    print("\n" + "=" * 64)
-    print(f"SFT on {config.task} ({config.objective}), {res.steps} steps")
-    print(f"  final train loss      {m['train/loss']:.4f}")
-    print(f"  held-out loss         {m.get('sft/test_loss', float('nan')):.4f}")
-    print(f"  held-out token acc    {m.get('sft/test_acc', float('nan')):.4f}")
-    print(f"  skipped updates       {m['skipped']}")
-    print(f"  metrics     {writer.jsonl_path}")
-    print(f"  tensorboard {writer.tb_dir}")
-    print(f"  checkpoint  {os.path.join(workdir, 'ckpt')}")
-    print(f"  plot        {png}")
-    print("=" * 64)
-    return m
+    result = {
+        "train/loss": m["train/loss"],
+        "sft/test_loss": m.get("sft/test_loss", float("nan")),
+        "sft/test_acc": m.get("sft/test_acc", float("nan")),
+        "skipped": m["skipped"],
+    }
+    return finish(
+        workdir,
+        result,
+        metrics_path=writer.jsonl_path,
+        plot_keys=["train/loss", "sft/test_loss", "sft/test_acc", "train/grad_norm"],
+        title=f"SFT on {config.task} ({config.objective}), {res.steps} steps, "
+        f"mesh {tuple(rt.mesh.shape.values())}",
+        lines=[
+            ("metrics", writer.jsonl_path),
+            ("tensorboard", writer.tb_dir),
+            ("checkpoint", os.path.join(workdir, "ckpt")),
+        ],
+    )
