@@ -73,7 +73,12 @@ def main():
     args = ap.parse_args()
     curricula = args.curricula.split(",")
     t0 = time.time()
-    runs = {cur: [one_run(cur, s, args) for s in range(args.seeds)] for cur in curricula}
+    # Seed-major order: the five curricula of one seed run back to back, so load changes on a
+    # shared machine fall on all of them alike.
+    runs = {cur: [] for cur in curricula}
+    for s in range(args.seeds):
+        for cur in curricula:
+            runs[cur].append(one_run(cur, s, args))
     rows, per = [], {}
     uni = runs.get("uniform")
     for cur, rs in runs.items():

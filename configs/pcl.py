@@ -1,8 +1,8 @@
 """PCL: prompt curriculum from a value model (arXiv:2510.01135), and four baselines, one harness.
 
 Default (`--config=configs/pcl.py`): a 2-layer d=64 causal LM is SFT-trained (cached in
-`workdir/sft`) on `arith_mix`, arithmetic whose operation count (1-3) and operand length (1-2
-digits) vary per prompt, so the warm start solves the easy prompts and few of the hard ones. Then
+`workdir/sft`) on `arith_mix`, arithmetic whose operation count (1-4, one-digit operands) varies
+per prompt, so the warm start solves many easy prompts and few of the hard ones. Then
 GRPO with m=16 prompts x n=8 samples per step; PCL scores k·m candidates with the value model and
 trains on the m whose predicted pass rate is closest to tau. Prints held-out greedy accuracy
 before/after (512 prompts, paired bootstrap), per difficulty level, the effective ratio, the value
@@ -31,13 +31,15 @@ def get_config(arg=None):
     )
     c = common.base_config("pcl", v)
     c.task = "arith_mix"
-    c.task_kwargs = {}
+    # One-digit operands, 1-4 operations: the difficulty knob a 2-layer warm start spans from
+    # ~solved to ~unsolved (two-digit operands, `digits=(1, 2)`, leave it near 0 everywhere).
+    c.task_kwargs = {"ops": (1, 2, 3, 4), "digits": (1,)}
     c.model = common.model_config(
         causal=True, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=192, max_len=96
     )
     c.optim = common.optim_config(lr=3e-3, warmup_steps=20)
     c.sft = dict(
-        steps=600,
+        steps=1200,
         batch_size=32,
         num_train=6000,
         num_test=128,
