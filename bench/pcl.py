@@ -11,7 +11,10 @@ MSE in the first and last quarter and the mean difficulty of the selected prompt
 speed ratio and the wall-clock at which PCL first reaches uniform GRPO's final accuracy come from
 the same process, side by side.
 
-    nice -n 10 python -m bench.pcl            # ~20 min on a shared 2-core CPU
+    nice -n 10 python -m bench.pcl            # ~35 min on a shared 2-core CPU
+    # or one process per seed, then the table from the cached runs:
+    for s in 0 1 2; do nice -n 10 python -m bench.pcl --only_seed=$s & done; wait
+    python -m bench.pcl
     python -m bench.pcl --steps=4 --seeds=1   # smoke
 """
 
@@ -50,6 +53,8 @@ def one_run(cur: str, seed: int, args) -> dict:
         res = run(c, workdir)
         json.dump(res, open(os.path.join(workdir, "result.json"), "w"))
     res["curve"] = json.load(open(os.path.join(workdir, "curve.json")))["curve"]
+    with open(os.path.join(workdir, "selected.jsonl")) as f:
+        res["selected_pass_rates"] = [p for line in f for p in json.loads(line)["pass_rate"]]
     return res
 
 
@@ -66,6 +71,7 @@ def main():
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--eval_every", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--only_seed", type=int, default=-1, help="run one seed's five runs and stop")
     ap.add_argument("--curricula", default=",".join(CURRICULA))
     ap.add_argument("--sft_dir", default="/tmp/pcl_bench/sft")
     ap.add_argument("--workroot", default="/tmp/pcl_bench")
@@ -76,6 +82,10 @@ def main():
     # Seed-major order: the five curricula of one seed run back to back, so load changes on a
     # shared machine fall on all of them alike.
     runs = {cur: [] for cur in curricula}
+    if args.only_seed >= 0:  # fill the run cache for one seed (several processes in parallel)
+        for cur in curricula:
+            one_run(cur, args.only_seed, args)
+        return
     for s in range(args.seeds):
         for cur in curricula:
             runs[cur].append(one_run(cur, s, args))
@@ -91,6 +101,10 @@ def main():
             "acc_after_ci": f"[{iv.lo:.3f}, {iv.hi:.3f}]",
             "change": float(np.mean([r["change"] for r in rs])),
             "eff_ratio": float(np.mean([r["effective_ratio"] for r in rs])),
+            # How far the trained prompts' group pass rates sit from tau=0.5 (0 = all at 0.5).
+            "sel_abs_dev": float(
+                np.mean([np.abs(np.array(r["selected_pass_rates"]) - 0.5).mean() for r in rs])
+            ),
             "gen_per_accepted": float(np.mean([r["gen_per_accepted"] for r in rs])),
             "select_s_step": float(np.mean([r["select_s_per_step"] for r in rs])),
             "s_per_accepted": float(np.mean([r["collect_s_per_accepted"] for r in rs])),
@@ -145,6 +159,7 @@ def main():
         "acc_after_ci",
         "gain_vs_uniform",
         "eff_ratio",
+        "sel_abs_dev",
         "gen_per_accepted",
         "select_s_step",
         "s_per_accepted",
@@ -178,19 +193,26 @@ def plot_curves(runs, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, ax = plt.subplots(1, 3, figsize=(14, 3.6))
     for cur, rs in runs.items():
         steps = [s for s, _, _ in rs[0]["curve"]]
         acc = np.mean([[a for _, _, a in r["curve"]] for r in rs], 0)
         secs = np.mean([[t for _, t, _ in r["curve"]] for r in rs], 0)
         ax[0].plot(steps, acc, marker=".", label=cur)
         ax[1].plot(secs, acc, marker=".", label=cur)
+    for cur in ("uniform", "pcl"):
+        if cur in runs:
+            rates = [p for r in runs[cur] for p in r["selected_pass_rates"]]
+            ax[2].hist(rates, bins=np.linspace(0, 1, 10), alpha=0.5, label=cur, density=True)
+    ax[2].set_xlabel("group pass rate of trained prompts (n=8)")
+    ax[2].legend(fontsize=8)
     ax[0].set_xlabel("RL step")
     ax[1].set_xlabel("wall-clock s (no compile, no eval)")
-    for a in ax:
+    for a in ax[:2]:
         a.set_ylabel("held-out accuracy (mean over seeds)")
-        a.grid(alpha=0.3)
         a.legend(fontsize=8)
+    for a in ax:
+        a.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
