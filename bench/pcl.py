@@ -59,11 +59,12 @@ def one_run(cur: str, seed: int, args) -> dict:
 
 
 def time_to_reach(curve, target: float) -> float:
-    """First wall-clock second at which the accuracy curve reaches `target` (inf if never)."""
-    for _, secs, acc in curve:
-        if acc >= target - 1e-9:
+    """First wall-clock second after step 0 at which the accuracy curve reaches `target` (inf
+    if never). Only meaningful when `target` is above the warm start (see `uniform_improved`)."""
+    for step, secs, acc in curve:
+        if step > 0 and acc >= target - 1e-9:
             return float(secs)
-    return float("inf")
+    return None
 
 
 def main():
@@ -76,6 +77,7 @@ def main():
     ap.add_argument("--sft_dir", default="/tmp/pcl_bench/sft")
     ap.add_argument("--workroot", default="/tmp/pcl_bench")
     ap.add_argument("--name", default="pcl")
+    ap.add_argument("--note", default="", help="a line for the Markdown (e.g. how the runs ran)")
     args = ap.parse_args()
     curricula = args.curricula.split(",")
     t0 = time.time()
@@ -139,6 +141,7 @@ def main():
             reach.append(
                 {
                     "uniform_final": u["after/accuracy"],
+                    "uniform_improved": bool(u["after/accuracy"] > u["before/accuracy"]),
                     "uniform_s": u["curve"][-1][1],
                     "pcl_s_to_reach": time_to_reach(p["curve"], u["after/accuracy"]),
                 }
@@ -180,11 +183,48 @@ def main():
         "```",
         json.dumps(claims, indent=1, default=float),
         "```",
-        f"bench time {payload['bench_s']:.0f} s on {device_info()['platform']}",
+        f"this call {payload['bench_s']:.0f} s on {device_info()['platform']} (runs cached in "
+        f"{args.workroot}). {args.note}",
+        "",
+        "Acceptance (computed from the numbers above):",
+        *verdicts(per, claims),
     ]
     print("\n".join(md))
     write_results(args.name, payload, "\n".join(md))
     plot_curves(runs, os.path.join(os.path.dirname(__file__), "results", f"{args.name}.png"))
+
+
+def verdicts(per: dict, claims: dict) -> list[str]:
+    """One line per benchmark target of the issue: met or not, with the numbers."""
+    out = []
+    if {"pcl", "uniform", "prefilter"} <= set(per):
+        p, u, f = (per[k]["eff_ratio"] for k in ("pcl", "uniform", "prefilter"))
+        out.append(
+            f"- effective ratio PCL {p:.3f} vs uniform {u:.3f} "
+            f"({'above' if p > u else 'NOT above'}) and pre-filter {f:.3f} "
+            f"({'above' if p > f else 'NOT above'})"
+        )
+    if "ds_over_pcl_s_per_accepted" in claims:
+        r = claims["ds_over_pcl_s_per_accepted"]
+        r2 = claims["ds_over_pcl_selection_s_per_accepted"]
+        out.append(
+            f"- DS/PCL wall-clock per accepted intermediate prompt {r:.2f}x (selection-only "
+            f"{r2:.2f}x): the 12x target is {'met' if r >= 12 else 'NOT met'}"
+        )
+    if "pcl_reaches_uniform_final" in claims:
+        reach = claims["pcl_reaches_uniform_final"]
+        if not any(x["uniform_improved"] for x in reach):
+            out.append(
+                "- time to uniform's final accuracy: not measurable, uniform GRPO ended below the "
+                "warm start on every seed"
+            )
+        else:
+            ok = sum(
+                x["pcl_s_to_reach"] is not None and x["pcl_s_to_reach"] < x["uniform_s"]
+                for x in reach
+            )
+            out.append(f"- PCL reached uniform's final accuracy sooner on {ok}/{len(reach)} seeds")
+    return out
 
 
 def plot_curves(runs, path):
