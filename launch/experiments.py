@@ -9,6 +9,7 @@ EXPERIMENTS = {
     "spg": "rl.run_spg:run",
     "grpo": "rl.run_ar:run",
     "jepo": "rl.run_ar:run",
+    "pcl": "rl.run_pcl:run",
     "read": "peft.experiment:run",
     "fed_oov": "fed.experiment_oov:run",
     "fred": "fed.experiment_fred:run",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from data.tasks.arith_mix import ArithMix
 from data.tasks.arithmetic import Arithmetic
 from data.tasks.base import Task
 from data.tasks.countdown import Countdown
@@ -16,6 +17,7 @@ _REGISTRY: dict[str, Callable[..., Task]] = {
     "sudoku4": lambda **kw: Sudoku(size=4, **kw),
     "sudoku9": lambda **kw: Sudoku(size=9, **kw),
     "arithmetic": Arithmetic,
+    "arith_mix": ArithMix,
     "gsm8k": GSM8K,
     "math500": Math500,
 }
