@@ -8,7 +8,7 @@ from data import safe_eval, tasks
 from data.tasks import countdown, sudoku_solver
 from data.tasks.sudoku import FEW_SHOT
 
-GENERATED = ["countdown", "countdown4", "sudoku4", "sudoku9", "arithmetic"]
+GENERATED = ["countdown", "countdown4", "sudoku4", "sudoku9", "arithmetic", "arith_mix"]
 
 
 def test_registry():
