@@ -15,6 +15,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from models.errors import UserError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 LOGICAL_RULES: dict[str, str | tuple[str, ...] | None] = {
@@ -29,21 +31,53 @@ LOGICAL_RULES: dict[str, str | tuple[str, ...] | None] = {
 }
 
 
-def make_mesh(shape: tuple[int, int, int] = (-1, 1, 1), devices=None) -> Mesh:
-    """A (data, fsdp, tensor) mesh with Auto axes; -1 in `shape` takes the remaining devices."""
-    devices = list(devices if devices is not None else jax.devices())
-    shape = list(shape)
-    if len(shape) != 3:
-        raise ValueError(f"mesh shape must have 3 entries (data, fsdp, tensor), got {shape}")
-    if shape.count(-1) > 1:
-        raise ValueError(f"at most one -1 in the mesh shape, got {shape}")
-    known = int(np.prod([s for s in shape if s != -1]))
-    if -1 in shape:
-        shape[shape.index(-1)] = len(devices) // known
-    if int(np.prod(shape)) != len(devices):
-        raise ValueError(
-            f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, have {len(devices)}"
+def validate_mesh_shape(shape, n_devices: int) -> tuple[int, int, int]:
+    """Checks a (data, fsdp, tensor) mesh shape against the device count and resolves its -1.
+
+    Args:
+      shape: three positive ints, at most one of them -1 (takes the remaining devices).
+      n_devices: number of devices the mesh must cover exactly (`jax.device_count()`).
+
+    Returns:
+      The shape with the -1 resolved.
+
+    Raises:
+      UserError: the shape is malformed or does not fit `n_devices`, with one line saying so.
+    """
+    try:
+        dims = [int(s) for s in shape]
+    except (TypeError, ValueError):
+        raise UserError(
+            f"mesh_shape must be 3 integers (data, fsdp, tensor), got {shape!r}"
+        ) from None
+    if len(dims) != 3:
+        raise UserError(f"mesh_shape must have 3 entries (data, fsdp, tensor), got {tuple(dims)}")
+    if dims.count(-1) > 1 or any(d == 0 or d < -1 for d in dims):
+        raise UserError(f"mesh_shape {tuple(dims)}: entries must be positive, at most one -1")
+    known = int(np.prod([d for d in dims if d != -1]))
+    if -1 in dims:
+        if n_devices % known:
+            raise UserError(
+                f"mesh_shape {tuple(dims)} does not fit {n_devices} devices "
+                f"({n_devices} is not a multiple of {known})"
+            )
+        dims[dims.index(-1)] = n_devices // known
+    if int(np.prod(dims)) != n_devices:
+        raise UserError(
+            f"mesh_shape {tuple(dims)} needs {int(np.prod(dims))} devices, have {n_devices}; "
+            "set --config.mesh_shape to fit (e.g. '(-1, 1, 1)')"
         )
+    return tuple(dims)
+
+
+def make_mesh(shape: tuple[int, int, int] = (-1, 1, 1), devices=None) -> Mesh:
+    """A (data, fsdp, tensor) mesh with Auto axes; -1 in `shape` takes the remaining devices.
+
+    Raises:
+      UserError: the shape does not fit the devices (see `validate_mesh_shape`).
+    """
+    devices = list(devices if devices is not None else jax.devices())
+    shape = validate_mesh_shape(shape, len(devices))
     arr = np.asarray(devices).reshape(shape)
     return Mesh(arr, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 

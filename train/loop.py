@@ -14,7 +14,8 @@ import jax
 from tqdm.auto import tqdm
 
 from train.checkpoint import Checkpointer
-from train.metrics import MetricWriter
+from train.metrics import MetricWriter, rewind
+from train.step import SkipGuard
 
 
 def progress_bar(total: int, initial: int, desc: str) -> tqdm:
@@ -41,6 +42,10 @@ def restore_or(ckpt: Checkpointer | None, state, *, expect_extra: dict | None = 
         return state, {}, False
     restored, extra = out
     return restored, extra, True
+
+
+def writer_offset(writer) -> int | None:
+    return writer.offset() if hasattr(writer, "offset") else None
 
 
 def fit(
@@ -78,24 +83,35 @@ def fit(
       (state, last_logged_metrics: dict[str, float])
     """
     start = int(jax.device_get(state.step))
+    # reliability: a finished stage returns the metrics saved with its last checkpoint
+    saved = rewind(writer, ckpt, start, num_steps)
+    if start >= num_steps and saved:
+        return state, saved
+    guard = SkipGuard.for_state(state)
     last: dict[str, float] = {}
     bar = progress_bar(num_steps, start, desc)
     for step in range(start, num_steps):
         state, metrics = update_fn(state, batch_fn(step))
         done = step + 1
+        guard.add(done, metrics.get("train/skipped"))
         if done % max(log_every, 1) == 0 or done == num_steps:
+            guard.check()
             last = writer.write(prefix_step + done, metrics)
             bar.set_postfix(loss=f"{last.get('train/loss', float('nan')):.4f}")
         if eval_fn is not None and eval_every and done % eval_every == 0 and done != num_steps:
             writer.write(prefix_step + done, eval_fn(state))
         if ckpt is not None and ckpt_every and done % ckpt_every == 0 and done != num_steps:
-            ckpt.save(done, state, extra)
+            guard.check()
+            ckpt.save(done, state, extra, metrics=last, log_offset=writer_offset(writer))
         bar.update(1)
     bar.close()
+    guard.check()
     if eval_fn is not None:
         last.update(writer.write(prefix_step + num_steps, eval_fn(state)))
     if ckpt is not None and ckpt.latest_step() != num_steps:
-        ckpt.save(num_steps, state, extra, force=True)
+        ckpt.save(
+            num_steps, state, extra, metrics=last, log_offset=writer_offset(writer), force=True
+        )
         ckpt.wait()
     writer.flush()
     return state, last
