@@ -43,6 +43,7 @@ def run_experiment(config, workdir, *, allow_config_change=False, restore_fallba
     Raises:
       UserError: bad input (config values, mesh, workdir, checkpoints), as one line.
     """
+    validate_config(config)  # before importing jax: a typo fails in a second
     import jax
 
     from launch.experiments import get_runner
@@ -50,7 +51,6 @@ def run_experiment(config, workdir, *, allow_config_change=False, restore_fallba
     from train.checkpoint import Checkpointer
     from train.step import SkipGuard
 
-    validate_config(config)
     validate_mesh_shape(config.mesh_shape, jax.device_count())
     prepare_workdir(config, workdir, allow_config_change=allow_config_change)
     Checkpointer.default_fallback = restore_fallback
