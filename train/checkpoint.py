@@ -1,8 +1,8 @@
 """Checkpoints: orbax `CheckpointManager` (async, keep-N, atomic) behind a small interface.
 
 A checkpoint holds the TrainState plus a JSON `extra` dict (data-iterator position, stage names,
-anything a runner needs to resume exactly), the step's metrics, and a fingerprint of the state's
-arrays (SHA-256 of their bytes). Guarantees:
+anything a runner needs to resume exactly), the step's metrics, its metrics.jsonl length, and a
+fingerprint of the state (checksums of its arrays' bits, computed where they live). Guarantees:
 
 - Every background save is checked (before the next save, at `wait()` and `close()`); a failed
   save raises `CheckpointError` naming the step and stops the run; waits on orbax threads are
@@ -24,7 +24,7 @@ import threading
 import time
 
 import jax
-import numpy as np
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from models.errors import UserError
@@ -42,26 +42,57 @@ def _first_line(e: BaseException) -> str:
     return (text.splitlines()[0] if text else type(e).__name__)[:300]
 
 
-def fingerprint(tree) -> dict | None:
-    """SHA-256 over a pytree's leaves (path, dtype, shape, bytes) and the non-finite leaf names.
+def _words(x):
+    """The bits of an array as a flat uint32 vector (floats bit-cast, so -0.0 != 0.0)."""
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    x = jnp.ravel(x)
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        x = jnp.concatenate([x.real, x.imag])
+    if x.dtype == jnp.bool_:
+        return x.astype(jnp.uint32)
+    size = x.dtype.itemsize
+    if size == 8:
+        return jax.lax.bitcast_convert_type(x, jnp.uint32).ravel()
+    unsigned = {4: jnp.uint32, 2: jnp.uint16, 1: jnp.uint8}[size]
+    return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+
+
+@jax.jit
+def _tree_sums(tree):
+    """Per leaf: [sum of words, position-weighted sum of words, non-finite count] (uint32)."""
+
+    def one(x):
+        w = _words(x)
+        pos = jnp.arange(w.size, dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
+        bad = jnp.sum(~jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else 0
+        sums = [jnp.sum(w, dtype=jnp.uint32), jnp.sum(w * pos, dtype=jnp.uint32)]
+        return jnp.stack([*sums, jnp.asarray(bad, jnp.uint32)])
+
+    return jax.tree.map(one, tree)
+
+
+def fingerprint(tree) -> dict:
+    """A checksum of a pytree's arrays, computed where they live (sharded, multi-host).
+
+    Per leaf, the wrapping uint32 sum and position-weighted sum of its bits (any single flipped
+    bit, and any swap of two different words, changes them), hashed with the leaf paths, dtypes
+    and shapes. The state never has to be gathered on one host.
 
     Returns:
-      {"sha256": hex, "nonfinite": [leaf paths]}, or None when some leaf is not fully addressable
-      (multi-host arrays: each process holds only its shards, so there is no one host copy).
+      {"sha256": hex, "nonfinite": [paths of float leaves holding inf or NaN]}.
     """
+    sums = jax.device_get(_tree_sums(tree))
     h = hashlib.sha256()
     bad = []
-    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        if isinstance(leaf, jax.Array):
-            if not leaf.is_fully_addressable:
-                return None
-            if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-                leaf = jax.random.key_data(leaf)
-        arr = np.asarray(jax.device_get(leaf))
+    for (path, leaf), (_, s) in zip(
+        jax.tree_util.tree_leaves_with_path(tree),
+        jax.tree_util.tree_leaves_with_path(sums),
+        strict=True,
+    ):
         name = jax.tree_util.keystr(path)
-        h.update(f"{name}|{arr.dtype}|{arr.shape}|".encode())
-        h.update(np.ascontiguousarray(arr).tobytes())
-        if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
+        h.update(f"{name}|{leaf.dtype}|{tuple(leaf.shape)}|{int(s[0])}|{int(s[1])}|".encode())
+        if int(s[2]):
             bad.append(name)
     return {"sha256": h.hexdigest(), "nonfinite": bad}
 
@@ -178,13 +209,13 @@ class Checkpointer:
         """
         self._check_pending()
         fp = fingerprint(state)
-        if fp is not None and fp["nonfinite"]:
+        if fp["nonfinite"]:
             raise CheckpointError(
                 f"state at step {step} has non-finite values in {', '.join(fp['nonfinite'][:3])}; "
                 "not saving it over the last good checkpoint"
             )
         meta = {
-            "_fingerprint": fp and fp["sha256"],
+            "_fingerprint": fp["sha256"],
             "_metrics": {k: float(v) for k, v in (metrics or {}).items()},
             "_log_offset": log_offset,
         }
@@ -214,12 +245,12 @@ class Checkpointer:
         state, extra = out["state"], dict(out["extra"] or {})
         want = extra.get("_fingerprint")
         fp = fingerprint(state)
-        if fp is not None and fp["nonfinite"]:
+        if fp["nonfinite"]:
             names = ", ".join(fp["nonfinite"][:3])
             raise CheckpointError(
                 f"checkpoint step {step} ({self._step_dir(step)}) has non-finite values in {names}"
             )
-        if want and fp is not None and fp["sha256"] != want:
+        if want and fp["sha256"] != want:
             raise CheckpointError(
                 f"checkpoint step {step} ({self._step_dir(step)}) does not match the fingerprint "
                 "saved with it (a corrupt file)"
