@@ -103,3 +103,20 @@ def test_non_finite_state_is_not_saved_and_not_restored(tmp_path):
 def test_keep_below_one_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="keep_checkpoints must be >= 1"):
         Checkpointer(str(tmp_path / "ckpt"), keep=0)
+
+
+def test_fingerprint_sees_one_flipped_bit_and_names_non_finite_leaves():
+    from train.fingerprint import fingerprint
+
+    w = np.linspace(-1.0, 1.0, 1000).astype(np.float32)
+    flipped = w.copy()
+    flipped.view(np.uint32)[517] ^= 1 << 3
+    tree = {"a": jnp.asarray(w), "k": jax.random.key(0), "n": jnp.arange(3)}
+    base = fingerprint(tree)
+    assert base == fingerprint(jax.tree.map(lambda x: x, tree)) and base["nonfinite"] == []
+    assert fingerprint({**tree, "a": jnp.asarray(flipped)})["sha256"] != base["sha256"]
+    swapped = w.copy()
+    swapped[[3, 4]] = swapped[[4, 3]]
+    assert fingerprint({**tree, "a": jnp.asarray(swapped)})["sha256"] != base["sha256"]
+    bad = fingerprint({**tree, "a": jnp.asarray(w).at[0].set(jnp.nan)})
+    assert bad["nonfinite"] == ["['a']"]
