@@ -17,7 +17,7 @@ import traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from launch.workdir import prepare_workdir, validate_config, write_result
+from launch.workdir import lock_workdir, prepare_workdir, validate_config, write_result
 from models.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -43,7 +43,8 @@ def run_experiment(config, workdir, *, allow_config_change=False, restore_fallba
     Raises:
       UserError: bad input (config values, mesh, workdir, checkpoints), as one line.
     """
-    validate_config(config)  # before importing jax: a typo fails in a second
+    validate_config(config)  # before importing jax: a typo or a taken workdir fails in a second
+    lock_workdir(workdir)
     import jax
 
     from launch.experiments import get_runner
