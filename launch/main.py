@@ -37,14 +37,18 @@ _FALLBACK = flags.DEFINE_bool(
 )
 
 
-def run_experiment(config, workdir, *, allow_config_change=False, restore_fallback=False):
+def run_experiment(
+    config, workdir, *, allow_config_change=False, restore_fallback=False, process_index=0
+):
     """Checks the config, takes the workdir, runs the experiment, writes result.json.
+
+    `process_index` (multi-host) picks this process's lock file in the workdir.
 
     Raises:
       UserError: bad input (config values, mesh, workdir, checkpoints), as one line.
     """
     validate_config(config)  # before importing jax: a typo or a taken workdir fails in a second
-    lock_workdir(workdir)
+    lock_workdir(workdir, process_index=process_index)
     import jax
 
     from launch.experiments import get_runner
@@ -84,6 +88,9 @@ def main(argv):
         jax.distributed.initialize(
             coordinator_address=_COORD.value, num_processes=_NPROC.value, process_id=_PID.value
         )
+        process_index = jax.process_index()
+    else:
+        process_index = 0
     workdir = _WORKDIR.value or os.path.join("runs", config.experiment)
     try:
         run_experiment(
@@ -91,6 +98,7 @@ def main(argv):
             workdir,
             allow_config_change=_ALLOW_CHANGE.value,
             restore_fallback=_FALLBACK.value,
+            process_index=process_index,
         )
     except UserError as e:
         if os.environ.get("LMRL_TRACEBACK") == "1":
