@@ -37,17 +37,12 @@ class LatexError(ValueError):
     """Not a supported, bounded LaTeX expression."""
 
 
-class _NonFinite:
-    """sympy's non-finite atoms (oo, -oo, zoo, nan), resolved on first use (sympy is slow to
-    import)."""
+@functools.cache
+def _nonfinite() -> tuple:
+    """sympy's non-finite atoms, resolved on first use (sympy is slow to import)."""
+    import sympy
 
-    def __iter__(self):
-        import sympy
-
-        return iter((sympy.oo, -sympy.oo, sympy.zoo, sympy.nan))
-
-
-_NONFINITE = _NonFinite()
+    return (sympy.oo, -sympy.oo, sympy.zoo, sympy.nan)
 
 
 def _bits(expr) -> int:
@@ -66,7 +61,7 @@ def _check_power(base, exponent) -> None:
     if exponent.free_symbols:
         return  # stays symbolic: 2^x is never expanded
     if not exponent.is_Rational:
-        if exponent.has(*_NONFINITE):
+        if exponent.has(*_nonfinite()):
             raise LatexError("non-finite exponent")
         return  # 2^{\\pi}: sympy keeps it unevaluated
     if abs(exponent) > MAX_EXPONENT:
@@ -257,7 +252,7 @@ def _numeric(expr, point: float) -> complex:
     """The value at `point`; raises OverflowError if it is non-finite or out of the float range."""
     subs = {s: point + 0.1 * i for i, s in enumerate(sorted(expr.free_symbols, key=str))}
     value = expr.evalf(30, subs=subs)
-    if value.has(*_NONFINITE) or not value.is_number:
+    if value.has(*_nonfinite()) or not value.is_number:
         raise OverflowError("non-finite value")
     re_part, im_part = value.as_real_imag()
     if not (re_part.is_Number and im_part.is_Number):
@@ -289,7 +284,7 @@ def equivalent(a: str, b: str, *, time_limit_s: float = 0.05, rel_tol: float = 1
             if len(ea) != len(eb):
                 return False
             for x, y in zip(ea, eb, strict=True):
-                if x.free_symbols != y.free_symbols or x.has(*_NONFINITE) or y.has(*_NONFINITE):
+                if x.free_symbols != y.free_symbols or x.has(*_nonfinite()) or y.has(*_nonfinite()):
                     return False
                 if x.is_Rational and y.is_Rational and x != y:
                     return False  # exact numbers compare exactly, not within a tolerance

@@ -86,7 +86,10 @@ def test_resume_cuts_metrics_back_and_tolerates_a_partial_line(reference, copy):
 
 def _flip_bits(step_dir):
     files = [
-        os.path.join(r, f) for r, _, fs in os.walk(step_dir / "state") for f in fs if r.endswith("/d")
+        os.path.join(r, f)
+        for r, _, fs in os.walk(step_dir / "state")
+        for f in fs
+        if r.endswith("/d")
     ]
     biggest = max(files, key=os.path.getsize)
     data = bytearray(_read(biggest))
