@@ -249,3 +249,13 @@ def test_failed_background_save_stops_the_run_without_hanging(tmp_path):
         os.chmod(w / "ckpt", 0o755)
     _assert_one_error(out, "saving checkpoint step 1", "training stopped")
     assert (w / "result.json").read_text() == '{"earlier": 1.0}'
+
+
+def test_mismatched_checkpoint_is_one_line_without_event_loop_walls(copy):
+    """Resuming with another model size: one line, and no asyncio tracebacks at exit."""
+    flags = ["--config.sft.steps=4", "--config.model.d_model=64", "--allow_config_change"]
+    out = subprocess.run(
+        _cli(copy, *flags), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300
+    )
+    _assert_one_error(out, "checkpoint step 4", "does not match this run")
+    assert "Event loop is closed" not in out.stderr
