@@ -24,6 +24,7 @@ import time
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from models.errors import UserError
 from train.fingerprint import fingerprint
@@ -53,6 +54,16 @@ class _OrbaxErrors(logging.Filter):
             self.last = _first_line(record.exc_info[1]) if record.exc_info[1] else record.msg
             return False
         return True
+
+
+def _float_shapes(tree) -> list[tuple]:
+    leaves = [x for x in jax.tree.leaves(tree) if hasattr(x, "shape") and hasattr(x, "dtype")]
+    return sorted(
+        tuple(x.shape)
+        for x in leaves
+        if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+        and jax.numpy.issubdtype(x.dtype, jax.numpy.inexact)
+    )
 
 
 class Checkpointer:
@@ -175,7 +186,27 @@ class Checkpointer:
             self._pending = int(step)
         return saved
 
+    def _check_shapes(self, abstract, step: int) -> None:
+        """Compares array shapes with the checkpoint's metadata before reading any array.
+
+        A restore that fails half-way abandons reads that later report 'Event loop is closed'
+        tracebacks; a checkpoint of another model size is refused here, before any read starts.
+        """
+        try:
+            meta = ocp.StandardCheckpointHandler().metadata(
+                epath.Path(self._step_dir(step)) / "state"
+            )
+            stored = _float_shapes(meta)
+        except Exception:  # unreadable metadata: the restore below reports it
+            return
+        if stored != _float_shapes(abstract):
+            raise CheckpointError(
+                f"checkpoint step {step} ({self._step_dir(step)}) does not match this run "
+                "(its arrays have other shapes: another model or optimizer config?)"
+            )
+
     def _load(self, abstract, step: int):
+        self._check_shapes(abstract, step)
         args = ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), extra=ocp.args.JsonRestore()
         )
