@@ -251,6 +251,7 @@ def test_failed_background_save_stops_the_run_without_hanging(tmp_path):
     assert (w / "result.json").read_text() == '{"earlier": 1.0}'
 
 
+@pytest.mark.slow  # a third full subprocess; the shape check is also hit by test_main.py
 def test_mismatched_checkpoint_is_one_line_without_event_loop_walls(copy):
     """Resuming with another model size: one line, and no asyncio tracebacks at exit."""
     flags = ["--config.sft.steps=4", "--config.model.d_model=64", "--allow_config_change"]
