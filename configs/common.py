@@ -70,6 +70,7 @@ def base_config(experiment: str, variant: dict) -> mlc.ConfigDict:
     c.eval_every = 0
     c.ckpt_every = 50
     c.keep_checkpoints = 2
+    c.max_consecutive_skips = 20  # stop (exit 2) after more skipped updates in a row; 0: never
     c.mesh_shape = (-1, 1, 1)  # (data, fsdp, tensor) over all devices; -1 takes the rest
     return c
 

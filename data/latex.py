@@ -5,8 +5,11 @@ SymPy-verified rewards). `sympy.parsing.latex` needs antlr and `parse_expr` eval
 parse a whitelisted subset ourselves and build sympy objects directly: numbers, single-letter
 variables, `+ - * / ^`, implicit multiplication, `\\frac`, `\\sqrt[n]{}`, `\\pi`, `\\infty`,
 `\\cdot`, `\\times`, `\\div`, brackets, and top-level tuples. Limits: 200 characters, nesting 20,
-30-digit literals, integer exponents up to 1000; a deadline is checked at every token, and the
-numeric comparison runs under a CPU-time signal timer when called on the main thread.
+30-digit literals, exponents up to 1000, and any power whose exact value sympy would compute is
+bounded before it is built (|exponent numerator| x bits of the base's numbers <= 4096). A deadline
+is checked at every token, and the whole conversion and comparison run under a CPU-time signal
+timer when called on the main thread. Values that are infinite, NaN, undefined (`1/0`) or outside
+the float range (|x| > 1e300 or 0 < |x| < 1e-300) are never equivalent to anything.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ MAX_CHARS = 200
 MAX_DEPTH = 20
 MAX_DIGITS = 30
 MAX_EXPONENT = 1000
+MAX_POWER_BITS = 4096  # bound on |exponent numerator| x bits of the base's exact numbers
+MAX_MAGNITUDE = 1e300  # values beyond (or non-zero below 1/this) are out of range
 _TOKEN_RE = re.compile(r"\\[a-zA-Z]+|\d+(?:\.\d+)?|\.\d+|[a-zA-Z]|[-+*/^(){}\[\],]")
 _ALLOWED_CHARS = re.compile(r"[0-9a-zA-Z\\+\-*/^(){}\[\],. ]*")
 _DROP = ("\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "\\ ", "$", "^\\circ", "^{\\circ}", "\\%")
@@ -30,6 +35,39 @@ _FUNCS = {"frac", "dfrac", "tfrac", "sqrt", "pi", "infty", "cdot", "times", "div
 
 class LatexError(ValueError):
     """Not a supported, bounded LaTeX expression."""
+
+
+@functools.cache
+def _nonfinite() -> tuple:
+    """sympy's non-finite atoms, resolved on first use (sympy is slow to import)."""
+    import sympy
+
+    return (sympy.oo, -sympy.oo, sympy.zoo, sympy.nan)
+
+
+def _bits(expr) -> int:
+    """Bits of the exact numbers in `expr` (what sympy multiplies when it expands a power)."""
+    total = 0
+    for a in expr.atoms():
+        if a.is_Rational:
+            total += int(a.p).bit_length() + int(a.q).bit_length()
+        elif a.is_Number:  # a Float: its mantissa, exponent handled by mpmath
+            total += 64
+    return total
+
+
+def _check_power(base, exponent) -> None:
+    """Refuses `base^exponent` before sympy builds it if its exact value could be huge."""
+    if exponent.free_symbols:
+        return  # stays symbolic: 2^x is never expanded
+    if not exponent.is_Rational:
+        if exponent.has(*_nonfinite()):
+            raise LatexError("non-finite exponent")
+        return  # 2^{\\pi}: sympy keeps it unevaluated
+    if abs(exponent) > MAX_EXPONENT:
+        raise LatexError("exponent too large")
+    if abs(int(exponent.p)) * max(_bits(base), 1) > MAX_POWER_BITS:
+        raise LatexError("power too large")
 
 
 class _Parser:
@@ -93,8 +131,7 @@ class _Parser:
         if self.peek() == "^":
             self.take()
             exponent = self.group(single_digit=True)
-            if exponent.is_Number and abs(exponent) > MAX_EXPONENT:
-                raise LatexError("exponent too large")
+            _check_power(base, exponent)
             base = self.sp.Pow(base, exponent)
         return base
 
@@ -207,9 +244,30 @@ def warm_up() -> None:
 _POINTS = (0.3719, 1.6180, 2.7183)  # generic values for free symbols
 
 
+def _in_range(x) -> bool:
+    return x == 0 or (1.0 / MAX_MAGNITUDE < abs(x) < MAX_MAGNITUDE)
+
+
 def _numeric(expr, point: float) -> complex:
+    """The value at `point`; raises OverflowError if it is non-finite or out of the float range."""
     subs = {s: point + 0.1 * i for i, s in enumerate(sorted(expr.free_symbols, key=str))}
-    return complex(expr.evalf(30, subs=subs))
+    value = expr.evalf(30, subs=subs)
+    if value.has(*_nonfinite()) or not value.is_number:
+        raise OverflowError("non-finite value")
+    re_part, im_part = value.as_real_imag()
+    if not (re_part.is_Number and im_part.is_Number):
+        raise OverflowError("not a number")
+    re_f, im_f = (mpmath_value(p) for p in (re_part, im_part))
+    if not (_in_range(re_f) and _in_range(im_f)):
+        raise OverflowError("out of range")
+    return complex(float(re_f), float(im_f))
+
+
+def mpmath_value(x):
+    """A sympy Number as an mpmath number (arbitrary exponent, so 10^400 stays 10^400)."""
+    import mpmath
+
+    return mpmath.mpf(x._as_mpf_val(60)) if x.is_Float else mpmath.mpf(x.evalf(30)._as_mpf_val(60))
 
 
 def equivalent(a: str, b: str, *, time_limit_s: float = 0.05, rel_tol: float = 1e-9) -> bool:
@@ -219,22 +277,20 @@ def equivalent(a: str, b: str, *, time_limit_s: float = 0.05, rel_tol: float = 1
     agree at three substitution points of their free symbols. Any failure or timeout gives False.
     """
     warm_up()
-    start = time.thread_time()
     try:
-        ea = to_sympy(a, time_limit_s=time_limit_s)
-        eb = to_sympy(b, time_limit_s=time_limit_s)
-        if len(ea) != len(eb):
-            return False
-        remaining = max(time_limit_s - (time.thread_time() - start), 1e-3)
-        with _alarm(remaining):
+        with _alarm(time_limit_s):  # the whole conversion and comparison, not only the last part
+            ea = to_sympy(a, time_limit_s=time_limit_s)
+            eb = to_sympy(b, time_limit_s=time_limit_s)
+            if len(ea) != len(eb):
+                return False
             for x, y in zip(ea, eb, strict=True):
-                if x.free_symbols != y.free_symbols:
+                if x.free_symbols != y.free_symbols or x.has(*_nonfinite()) or y.has(*_nonfinite()):
                     return False
-                if x == y:
-                    continue
+                if x.is_Rational and y.is_Rational and x != y:
+                    return False  # exact numbers compare exactly, not within a tolerance
                 for point in _POINTS:
-                    vx, vy = _numeric(x, point), _numeric(y, point)
-                    if not (abs(vx - vy) <= rel_tol * max(1.0, abs(vx), abs(vy))):
+                    vx, vy = _numeric(x, point), _numeric(y, point)  # both finite, in range
+                    if x != y and not (abs(vx - vy) <= rel_tol * max(1.0, abs(vx), abs(vy))):
                         return False
         return True
     except (LatexError, TimeoutError, ValueError, TypeError, ZeroDivisionError, OverflowError):

@@ -15,6 +15,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from models.errors import UserError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 LOGICAL_RULES: dict[str, str | tuple[str, ...] | None] = {
@@ -29,7 +31,7 @@ LOGICAL_RULES: dict[str, str | tuple[str, ...] | None] = {
 }
 
 
-class MeshError(ValueError):
+class MeshError(UserError, ValueError):
     """A mesh shape that does not fit the devices (a user error: shown as one line)."""
 
 
@@ -63,6 +65,9 @@ def mesh_shape_for(shape, num_devices: int) -> tuple[int, int, int]:
             'e.g. --config.mesh_shape="(-1,1,1)"'
         )
     return tuple(shape)
+
+
+validate_mesh_shape = mesh_shape_for  # the name launch.main checks configs with
 
 
 def make_mesh(shape: tuple[int, int, int] = (-1, 1, 1), devices=None) -> Mesh:

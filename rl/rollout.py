@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from train.loop import progress_bar
+from train.loop import progress_bar, writer_offset
+from train.metrics import rewind
+from train.step import SkipGuard
 
 
 def valid_through_eos(completion_bg: np.ndarray, eos_id: int) -> np.ndarray:
@@ -206,6 +208,11 @@ def rl_loop(
       (state, last logged metrics)
     """
     start = int(jax.device_get(state.step)) // inner_updates
+    # reliability: a finished run returns the metrics saved with its last checkpoint
+    saved = rewind(writer, ckpt, start * inner_updates, num_steps * inner_updates)
+    if start >= num_steps and saved:
+        return state, saved
+    guard = SkipGuard.for_state(state)
     last: dict[str, float] = {}
     bar = progress_bar(num_steps, start, desc)
     for rl_step in range(start, num_steps):
@@ -217,18 +224,35 @@ def rl_loop(
         for _ in range(inner_updates):
             state, m = update_fn(state, jbatch)
             upd.append(m)
+            guard.add(int(rl_step * inner_updates + len(upd)), m.get("train/skipped"))
         done = rl_step + 1
         if done % max(log_every, 1) == 0 or done == num_steps:
+            guard.check()
             mean = {k: float(np.mean([jax.device_get(u[k]) for u in upd])) for k in upd[0]}
             last = writer.write(prefix_step + done, {**roll_metrics, **mean})
             bar.set_postfix(reward=f"{roll_metrics['rl/reward_mean']:.3f}")
         if eval_fn is not None and eval_every and done % eval_every == 0 and done != num_steps:
             writer.write(prefix_step + done, eval_fn(state))
         if ckpt is not None and ckpt_every and done % ckpt_every == 0 and done != num_steps:
-            ckpt.save(done * inner_updates, state, {"rl_step": done})
+            guard.check()
+            ckpt.save(
+                done * inner_updates,
+                state,
+                {"rl_step": done},
+                metrics=last,
+                log_offset=writer_offset(writer),
+            )
         bar.update(1)
     bar.close()
+    guard.check()
     if ckpt is not None and ckpt.latest_step() != num_steps * inner_updates:
-        ckpt.save(num_steps * inner_updates, state, {"rl_step": num_steps}, force=True)
+        ckpt.save(
+            num_steps * inner_updates,
+            state,
+            {"rl_step": num_steps},
+            metrics=last,
+            log_offset=writer_offset(writer),
+            force=True,
+        )
         ckpt.wait()
     return state, last

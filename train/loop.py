@@ -17,7 +17,8 @@ from collections.abc import Callable
 from tqdm.auto import tqdm
 
 from train.checkpoint import Checkpointer
-from train.metrics import MetricWriter
+from train.metrics import MetricWriter, rewind
+from train.step import SkipGuard
 
 CollectFn = Callable[[object, int], tuple[object, dict]]
 
@@ -46,6 +47,10 @@ def restore_or(ckpt: Checkpointer | None, state, *, expect_extra: dict | None = 
         return state, {}, False
     restored, extra = out
     return restored, extra, True
+
+
+def writer_offset(writer) -> int | None:
+    return writer.offset() if hasattr(writer, "offset") else None
 
 
 def _start_of(resume: dict | None, ckpt: Checkpointer | None) -> int:
@@ -105,19 +110,35 @@ def fit(
     if updates_per_step < 1:
         raise ValueError(f"updates_per_step must be >= 1, got {updates_per_step}")
     start = _start_of(resume, ckpt)
-    last: dict[str, float] = dict((resume or {}).get("metrics", {}))
+    # A resume cuts metrics.jsonl back to the checkpoint; a finished stage returns the metrics
+    # saved with its last checkpoint, so a rerun reports exactly what the run reported.
+    saved = rewind(writer, ckpt, start, num_steps)
+    if start >= num_steps and saved:
+        return state, saved
+    last: dict[str, float] = saved or dict((resume or {}).get("metrics", {}))
     meta = dict(extra or {})
+    guard = SkipGuard.for_state(state)
 
     def save(done: int, force: bool = False):
-        ckpt.save(done, state, {**meta, "loop_step": done, "metrics": last}, force=force)
+        guard.check()
+        ckpt.save(
+            done,
+            state,
+            {**meta, "loop_step": done, "metrics": last},
+            metrics=last,
+            log_offset=writer_offset(writer),
+            force=force,
+        )
 
     bar = progress_bar(num_steps, min(start, num_steps), desc)
     for step in range(start, num_steps):
         batch, host = collect(state, step)
-        for _ in range(updates_per_step):
+        for i in range(updates_per_step):
             state, metrics = update_fn(state, batch)
+            guard.add(step * updates_per_step + i + 1, metrics.get("train/skipped"))
         done = step + 1
         if done % max(log_every, 1) == 0 or done == num_steps:
+            guard.check()
             last = writer.write(prefix_step + done, {**metrics, **host})
             bar.set_postfix(loss=f"{last.get('train/loss', float('nan')):.4f}")
         if eval_fn is not None and eval_every and done % eval_every == 0 and done != num_steps:
@@ -126,6 +147,7 @@ def fit(
             save(done)
         bar.update(1)
     bar.close()
+    guard.check()
     if eval_fn is not None:
         last.update(writer.write(prefix_step + num_steps, eval_fn(state)))
     if ckpt is not None and ckpt.latest_step() != num_steps:

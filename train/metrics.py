@@ -2,6 +2,10 @@
 
 Names are `/`-namespaced (`train/loss`, `rl/reward_mean`, `spg/eubo`). Values are pulled to the host
 only here, at logging steps, so the hot loop never syncs.
+
+metrics.jsonl survives crashes and resumes: a partial last line (a kill mid-write) is cut off when
+the file is opened, checkpoints record the file's length (`offset()`), and `rewind` cuts the file
+back to the restored checkpoint, so a resumed run never repeats the steps since that checkpoint.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class MetricWriter:
         os.makedirs(workdir, exist_ok=True)
         self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
         self.tb_dir = os.path.join(workdir, "tb")
+        _drop_partial_line(self.jsonl_path)
         self._jsonl = open(self.jsonl_path, "a", buffering=1)
         self._tb = None
         if tensorboard:
@@ -54,6 +59,17 @@ class MetricWriter:
             tqdm.write(f"[{int(step)}] {shown}")
         return vals
 
+    def offset(self) -> int:
+        """Bytes of metrics.jsonl written so far (always at a line boundary)."""
+        self._jsonl.flush()
+        return self._jsonl.tell()
+
+    def truncate(self, offset: int) -> None:
+        """Cuts metrics.jsonl back to `offset` bytes (records written after a checkpoint)."""
+        self._jsonl.flush()
+        if 0 <= offset < self._jsonl.tell():
+            self._jsonl.truncate(offset)
+
     def flush(self):
         self._jsonl.flush()
         if self._tb is not None:
@@ -66,14 +82,52 @@ class MetricWriter:
             self._tb.close()
 
 
+def _drop_partial_line(path: str) -> None:
+    """Cuts a last line without its newline (the process was killed while writing it)."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def rewind(writer, ckpt, step: int, num_steps: int) -> dict[str, float]:
+    """Prepares a resume at checkpoint `step`: cuts the writer's log back, returns saved metrics.
+
+    Args:
+      writer: a MetricWriter (other writers are left alone).
+      ckpt: the stage's Checkpointer (or None).
+      step: the restored state's step; `num_steps`: the stage's last step.
+
+    Returns:
+      The metrics saved with checkpoint `step` ({} when there are none). A finished stage
+      (step >= num_steps) keeps the log untouched: later stages may have written after it.
+    """
+    if ckpt is None or step <= 0 or step not in ckpt.all_steps():
+        return {}
+    metrics, offset = ckpt.metrics_at(step)
+    if step < num_steps and offset is not None and hasattr(writer, "truncate"):
+        writer.truncate(offset)
+    return metrics
+
+
 def read_metrics(jsonl_path: str) -> list[dict]:
-    """Reads a metrics.jsonl file, keeping the last record for each (step, key) after a resume."""
+    """Reads a metrics.jsonl file, keeping the last record for each (step, key) after a resume.
+
+    Lines that are not JSON records (a partial line from a killed writer) are skipped.
+    """
     by_step: dict[int, dict] = {}
     with open(jsonl_path) as f:
         for line in f:
             line = line.strip()
             if not line:
                 continue
-            rec = json.loads(line)
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(rec, dict) or "step" not in rec:
+                continue
             by_step.setdefault(rec["step"], {}).update(rec)
     return [by_step[s] for s in sorted(by_step)]

@@ -3,6 +3,10 @@
 `make_update_step(loss_fn, tx)` returns `update(state, batch) -> (state, metrics)`, jitted once
 with the state donated. A loss function returns a sum and a denominator, so splitting a batch into
 microbatches never changes its meaning: the gradient is sum_m grad(loss_sum_m) / sum_m denom_m.
+
+An update is skipped (state kept, `skipped` counter + 1) when the loss or gradient is not finite,
+or when the new parameters or optimizer state would not be (a finite loss with a huge step).
+`SkipGuard` stops a run whose updates are skipped more than `max_consecutive` times in a row.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from models.errors import UserError
 from train.state import TrainState
 
 LossFn = Callable[..., tuple[jax.Array, jax.Array, dict]]
@@ -25,6 +30,67 @@ def _split_micro(batch, m: int):
         return x.reshape((m, x.shape[0] // m) + x.shape[1:])
 
     return jax.tree.map(one, batch)
+
+
+def all_finite(tree) -> jax.Array:
+    """bool scalar: every float leaf of `tree` is finite (integer leaves are ignored)."""
+    oks = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(oks)) if oks else jnp.bool_(True)
+
+
+class SkippedUpdatesError(UserError):
+    """Too many updates in a row were skipped: the run has diverged."""
+
+
+class SkipGuard:
+    """Counts consecutive skipped updates from the cumulative `train/skipped` counter.
+
+    The counters stay on the device until `check()` (called at logging and checkpoint steps),
+    so the hot loop never syncs.
+
+    Args:
+      max_consecutive: stop after more than this many skipped updates in a row (0 = never).
+      skipped_before: the cumulative counter of the restored state.
+    """
+
+    default_max = 0  # the process-wide limit, set by launch.main from config.max_consecutive_skips
+
+    @classmethod
+    def for_state(cls, state, max_consecutive: int | None = None) -> SkipGuard:
+        """A guard starting from `state.skipped` with the given (or the default) limit."""
+        limit = cls.default_max if max_consecutive is None else max_consecutive
+        return cls(limit, int(jax.device_get(getattr(state, "skipped", 0))))
+
+    def __init__(self, max_consecutive: int, skipped_before: int = 0):
+        self.max_consecutive = int(max_consecutive)
+        self._last = int(skipped_before)
+        self._streak = 0
+        self._pending: list[tuple[int, jax.Array]] = []
+
+    def add(self, step: int, skipped_counter) -> None:
+        """Records the cumulative counter after update number `step` (1-based)."""
+        if self.max_consecutive > 0 and skipped_counter is not None:
+            self._pending.append((step, skipped_counter))
+
+    def check(self) -> None:
+        """Raises `SkippedUpdatesError` once the streak exceeds `max_consecutive`."""
+        pending, self._pending = self._pending, []
+        for step, counter in zip(
+            [s for s, _ in pending], jax.device_get([c for _, c in pending]), strict=True
+        ):
+            counter = int(counter)
+            self._streak = self._streak + 1 if counter > self._last else 0
+            self._last = counter
+            if self._streak > self.max_consecutive:
+                raise SkippedUpdatesError(
+                    f"{self._streak} updates in a row were skipped (non-finite loss, gradient or "
+                    f"new state) up to step {step}; the run has diverged: lower the learning rate "
+                    "or raise max_consecutive_skips"
+                )
 
 
 def _where(ok, new, old):
@@ -96,6 +162,8 @@ def make_update_step(
         g = jax.tree.map(lambda x: jnp.where(ok, x, 0.0), g)
         updates, opt_state = tx.update(g, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        # A finite loss with a huge step can still overflow the parameters or the moments.
+        ok = ok & all_finite(params) & all_finite(opt_state)
         new = state.replace(
             params=_where(ok, params, state.params),
             opt_state=_where(ok, opt_state, state.opt_state),

@@ -64,3 +64,15 @@ def test_d1_equivalence_is_string_based():
     assert not answers.d1_is_equiv("0.75", "\\frac{3}{4}")
     assert answers.d1_remove_boxed(answers.d1_last_boxed_only_string("a \\boxed{7}")) == "7"
     assert answers.d1_last_boxed_only_string("no box") == "no box"
+
+
+def test_power_bounds_keep_ordinary_answers():
+    """The bounds on powers and the finite-range rule leave ordinary answers equivalent."""
+    from data.answers import is_equivalent
+
+    assert is_equivalent("2^{10}", "1024")
+    assert is_equivalent("10^{-3}", "0.001")
+    assert is_equivalent("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}")
+    assert is_equivalent("(x+1)^2", "x^2+2x+1")
+    assert is_equivalent("2^{90}", "1237940039285380274899124224")
+    assert not is_equivalent("2^{90}", "1237940039285380274899124225")

@@ -138,3 +138,57 @@ def test_length_cap_is_what_stops_megabyte_text():
     assert task.reward(ok, EXAMPLES["arithmetic"]) == 1.0
     padded = " " * MAX_COMPLETION_CHARS + ok
     assert task.reward(padded, EXAMPLES["arithmetic"]) == 0.0
+
+
+# Values a float cannot hold and powers whose exact value is huge: never correct, always cheap.
+NONFINITE_OR_HUGE = [
+    "\\infty",
+    "-\\infty",
+    "\\frac{1}{0}",
+    "0^{-1}",
+    "\\frac{0}{0}",
+    "10^{400}",
+    "-10^{400}",
+    "10^{308}\\cdot10",
+    "\\frac{1}{10^{400}}",
+    "2^{1000}\\cdot2^{1000}",
+    "{9^{999}}^{999}",
+    "{{9^{999}}^{999}}^{999}",
+    "(10^{30}x)^{999}",
+    "{10^{999}}^{-999}",
+    "2^{2^{2^{2^{2}}}}",
+    "\\sqrt{10^{999}}^{999}",
+    "\\infty-\\infty",
+    "\\pi^{\\infty}",
+]
+REFERENCES = ["\\frac{1}{2}", "5", "0", "-5", "1", "10^{400}"]
+
+
+@pytest.mark.parametrize("pred", NONFINITE_OR_HUGE)
+def test_nonfinite_and_huge_answers_are_never_equivalent(pred):
+    from data.answers import is_equivalent
+
+    for ref in REFERENCES:
+        if pred == ref:
+            continue  # identical text is equal as a string, before any value is computed
+        start = time.thread_time()
+        ok = is_equivalent(pred, ref)
+        elapsed = time.thread_time() - start
+        assert ok is False, (pred, ref)
+        assert elapsed < 0.05, (pred, ref, elapsed)
+
+
+@pytest.mark.parametrize("pred", NONFINITE_OR_HUGE)
+def test_nonfinite_and_huge_completions_score_no_correctness(pred):
+    task = tasks.get("math500")
+    for ref in REFERENCES:
+        example = {**EXAMPLES["math500"], "answer": ref}
+        if pred == ref:
+            continue
+        text = f"<reasoning>r</reasoning><answer>\\boxed{{{pred}}}</answer>"
+        start = time.thread_time()
+        correct = task.metrics(text, example)["correct"]
+        reward = task.reward(text, example, compat="fixed")
+        elapsed = time.thread_time() - start
+        assert correct == 0.0 and reward < 2.0, (pred, ref, correct, reward)
+        assert elapsed < 0.05, (pred, ref, elapsed)

@@ -69,6 +69,7 @@ def test_corrupt_checkpoint_is_one_clear_line(tmp_path):
     assert out.returncode == 2
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error: checkpoint") and "ckpt" in last, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]  # no "Event loop is closed" walls
 
 
 def test_sigkill_resume_matches_uninterrupted(tmp_path):

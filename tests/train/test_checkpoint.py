@@ -53,3 +53,70 @@ def test_checkpoint_path_is_a_file(tmp_path):
     p.write_text("x")
     with pytest.raises(CheckpointError, match="not a directory"):
         Checkpointer(str(p))
+
+
+def _flip(step_dir):
+    files = [os.path.join(r, f) for r, _, fs in os.walk(step_dir / "state") for f in fs]
+    data_files = [f for f in files if os.sep + "d" + os.sep in f]
+    path = max(data_files, key=os.path.getsize)
+    data = bytearray(open(path, "rb").read())
+    for i in range(len(data) // 3, len(data), 97):
+        data[i] ^= 0x10
+    with open(path, "wb") as fh:
+        fh.write(data)
+
+
+def test_metrics_and_log_offset_round_trip(tmp_path):
+    ck = Checkpointer(str(tmp_path / "ckpt"), async_save=False)
+    ck.save(4, _state(), {"rl_step": 2}, metrics={"train/loss": 0.5}, log_offset=123)
+    ck.wait()
+    assert ck.metrics_at(4) == ({"train/loss": 0.5}, 123)
+    _, extra = ck.restore(_state())
+    assert extra == {"rl_step": 2}  # the reserved keys stay inside the checkpoint
+
+
+def test_bit_flip_is_refused_naming_the_previous_good_step(tmp_path):
+    d = tmp_path / "ckpt"
+    ck = Checkpointer(str(d), keep=3, async_save=False)
+    big = {"policy": {"w": jnp.linspace(0.0, 1.0, 4096)}}
+    for step in (1, 2):
+        s = TrainState.create(big, optax.adam(1e-3), jax.random.key(step))
+        ck.save(step, s.replace(step=jnp.int32(step)))
+    ck.close()
+    _flip(d / "2")
+    abstract = TrainState.create(big, optax.adam(1e-3), jax.random.key(0))
+    with pytest.raises(CheckpointError, match="step 2 .*previous good checkpoint is step 1"):
+        Checkpointer(str(d)).restore(abstract)
+    state, _ = Checkpointer(str(d), fallback=True).restore(abstract)
+    assert int(state.step) == 1
+    assert os.listdir(f"{d}.rejected") and Checkpointer(str(d)).all_steps() == [1]
+
+
+def test_non_finite_state_is_not_saved_and_not_restored(tmp_path):
+    ck = Checkpointer(str(tmp_path / "ckpt"), async_save=False)
+    bad = _state().replace(params={"policy": {"w": jnp.array([1.0, jnp.inf, 0.0, 0.0])}})
+    with pytest.raises(CheckpointError, match="step 3 has non-finite values"):
+        ck.save(3, bad)
+    assert ck.all_steps() == []
+
+
+def test_keep_below_one_is_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="keep_checkpoints must be >= 1"):
+        Checkpointer(str(tmp_path / "ckpt"), keep=0)
+
+
+def test_fingerprint_sees_one_flipped_bit_and_names_non_finite_leaves():
+    from train.fingerprint import fingerprint
+
+    w = np.linspace(-1.0, 1.0, 1000).astype(np.float32)
+    flipped = w.copy()
+    flipped.view(np.uint32)[517] ^= 1 << 3
+    tree = {"a": jnp.asarray(w), "k": jax.random.key(0), "n": jnp.arange(3)}
+    base = fingerprint(tree)
+    assert base == fingerprint(jax.tree.map(lambda x: x, tree)) and base["nonfinite"] == []
+    assert fingerprint({**tree, "a": jnp.asarray(flipped)})["sha256"] != base["sha256"]
+    swapped = w.copy()
+    swapped[[3, 4]] = swapped[[4, 3]]
+    assert fingerprint({**tree, "a": jnp.asarray(swapped)})["sha256"] != base["sha256"]
+    bad = fingerprint({**tree, "a": jnp.asarray(w).at[0].set(jnp.nan)})
+    assert bad["nonfinite"] == ["['a']"]

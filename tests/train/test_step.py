@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from train.state import TrainState
 from train.step import make_update_step
@@ -65,3 +66,35 @@ def test_nan_batch_is_skipped_and_counted():
     new2, _ = step(new, _batch())
     assert np.isfinite(np.asarray(new2.params["policy"]["w"])).all()
     assert not np.allclose(new2.params["policy"]["w"], state.params["policy"]["w"])
+
+
+def test_finite_loss_with_overflowing_step_is_skipped():
+    """A finite loss and gradient whose update overflows the parameters is skipped too."""
+    tx = optax.sgd(1e38)  # finite gradient x 1e38 overflows float32
+    step = make_update_step(_quad_loss, tx, donate=False)
+    state = _state(tx)
+    far = {"x": jnp.ones((8, 3)), "y": jnp.full((8,), -1000.0), "w": jnp.ones((8,))}
+    new, m = step(state, far)  # gradient ~2e3 per weight, step ~2e41: inf
+    assert np.isfinite(float(m["train/loss"])) and np.isfinite(float(m["train/grad_norm"]))
+    np.testing.assert_array_equal(new.params["policy"]["w"], state.params["policy"]["w"])
+    assert int(new.skipped) == 1 and int(new.step) == 1
+    ok, _ = make_update_step(_quad_loss, optax.sgd(1e-3), donate=False)(state, far)
+    assert int(ok.skipped) == 0  # the same batch with a sane step is applied
+
+
+def test_skip_guard_stops_after_too_many_in_a_row():
+    from models.errors import UserError
+    from train.step import SkipGuard, SkippedUpdatesError
+
+    guard = SkipGuard(max_consecutive=2, skipped_before=5)
+    for step, counter in enumerate([6, 6, 7, 8], start=1):  # skip, apply, skip, skip
+        guard.add(step, jnp.int32(counter))
+    guard.check()  # a streak of 2 is allowed
+    guard.add(5, jnp.int32(9))
+    with pytest.raises(SkippedUpdatesError, match="3 updates in a row .* step 5") as e:
+        guard.check()
+    assert isinstance(e.value, UserError)
+    never = SkipGuard(max_consecutive=0)
+    for step in range(1, 50):
+        never.add(step, jnp.int32(step))
+    never.check()  # 0 disables the guard
