@@ -193,13 +193,14 @@ assert rl and all(-0.1 <= r["rl/reward_mean"] <= 1.0 for r in rl)
 # %% [markdown]
 # ## What to expect, and what to change
 #
-# At the default sizes the short warm start gets roughly half of the held-out lists exactly
-# right, and the GRPO reward climbs over the 40 steps; the before/after exact-match numbers
-# above come from one seed on 128 held-out prompts, so treat a few points as noise.
+# At the default sizes the short warm start sorts about 60% of the held-out lists exactly, and
+# GRPO's mean reward climbs over the 40 steps (measured once: exact match 0.617 after SFT, 0.664
+# after GRPO, on 128 held-out prompts and one seed, so a few points are within noise). The runner
+# also prints JEPO's answer log-likelihood and "the final answer is" marker rate; they are for
+# the arithmetic chain-of-thought task and mean nothing here.
 #
 # To use your own task: write the class, call `tasks.register(name, factory)`, set
 # `config.task = name` (and `config.task_kwargs`). A reward is any function of the completion
 # text and the example; shape it (partial credit, format penalties) to give RL a signal when
-# the model is still weak. The same registered name works for `configs/jepo.py`, and for
-# `configs/spg.py` with a masked-diffusion model (it needs a compact prompt and a fixed-length
-# completion).
+# the model is still weak. Every runner that builds its task with `data.tasks.get(config.task)`
+# picks the registered name up (SFT, GRPO/RLOO and SPG do); only GRPO is exercised here.
