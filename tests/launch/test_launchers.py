@@ -273,3 +273,58 @@ def test_slurm_rejects_bad_values(kw):
     base = dict(nodes=1, gpus_per_node=1, config="c", workdir="w")
     with pytest.raises(ValueError):
         slurm.fill(**{**base, **kw})
+
+
+_STEP_ENV = {  # what srun sets for a one-node, one-task step
+    "SLURM_JOB_ID": "4242",
+    "SLURM_STEP_NODELIST": "localhost",
+    "SLURM_NTASKS": "1",
+    "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0",
+}
+
+
+def test_jax_auto_detects_the_slurm_step():
+    """The template passes no addresses: jax.distributed.initialize() must find them in SLURM_*."""
+    code = (
+        "import jax; jax.distributed.initialize(); "
+        "print(jax.process_count(), jax.process_index()); jax.distributed.shutdown()"
+    )
+    env = {**os.environ, **_STEP_ENV, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["1", "0"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(BASH is None, reason="needs bash")
+def test_slurm_script_runs_launch_main_end_to_end(tmp_path):
+    """The filled script, with an srun that runs one local task, trains configs/sft.py:tiny."""
+    workdir = tmp_path / "run"
+    script = slurm.fill(
+        nodes=1,
+        gpus_per_node=1,
+        config="configs/sft.py:tiny",
+        workdir=str(workdir),
+        python=sys.executable,
+    )
+    path = tmp_path / "job.sbatch"
+    path.write_text(script)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    srun = bin_dir / "srun"
+    exports = " ".join(f"{k}={v}" for k, v in _STEP_ENV.items())
+    srun.write_text(f'#!/bin/sh\nshift\nexport {exports}\nexec "$@"\n')
+    srun.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "SLURM_SUBMIT_DIR": ROOT,
+        "JAX_PLATFORMS": "cpu",
+        "LMRL_NO_PROGRESS": "1",
+    }
+    out = subprocess.run([BASH, str(path)], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (workdir / "result.json").exists() and (workdir / "config.json").exists()
