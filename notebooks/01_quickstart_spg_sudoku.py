@@ -22,9 +22,11 @@
 # correctly). We train, plot the curves, then sample completions from the warm start and from
 # the RL policy and look at them.
 #
-# **Run time at the default sizes:** about 6 minutes on a 2-core CPU (measured niced on a shared
-# 2-core machine, so pessimistic; expect less on an idle one). `LMRL_NOTEBOOK_TINY=1` shrinks
-# everything to a seconds-long smoke run (what `make test` does; its numbers mean nothing).
+# **Run time at the default sizes:** 4.1 CPU-minutes, measured niced on a 2-core machine shared
+# with about eight other jobs, where it took 19 minutes of wall time (load average near 30): that
+# wall time is very pessimistic (an idle machine was not available to measure; the CPU time
+# suggests a few minutes). `LMRL_NOTEBOOK_TINY=1` shrinks everything to a seconds-long smoke run
+# (what `make test` does; its numbers mean nothing).
 
 # %%
 # Set-up: use the checkout this notebook lives in, and install it (editable) only when the

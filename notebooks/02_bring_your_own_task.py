@@ -21,9 +21,11 @@
 # config at that name, and every runner can train on it. Here we define "sort the digits",
 # register it, warm-start a small causal LM with supervised fine-tuning (SFT), and run GRPO.
 #
-# **Run time at the default sizes:** about 4 minutes on a 2-core CPU (measured niced on a shared
-# 2-core machine, so pessimistic). `LMRL_NOTEBOOK_TINY=1` makes it a seconds-long smoke run
-# (what `make test` does; its numbers mean nothing).
+# **Run time at the default sizes:** 0.7 CPU-minutes, measured niced on a 2-core machine shared
+# with about eight other jobs, where it took 2.8 minutes of wall time (load average near 30): that
+# wall time is pessimistic (an idle machine was not available to measure; the CPU time suggests
+# about a minute). `LMRL_NOTEBOOK_TINY=1` makes it a seconds-long smoke run (what `make test`
+# does; its numbers mean nothing).
 
 # %%
 # Set-up: use the checkout this notebook lives in, and install it (editable) only when the

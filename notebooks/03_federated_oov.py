@@ -57,17 +57,14 @@ print("repository:", ROOT, "| tiny smoke run" if TINY else "| default sizes")
 # %% [markdown]
 # ## The config
 #
-# `configs/fed_oov.py` trains on 200 generated clients for 60 rounds (about 4 CPU-minutes).
-# The notebook halves the rounds and scores 50 clients instead of 100, to stay within a few
-# minutes; the ordering of the methods is what to look at, not the third decimal.
+# `configs/fed_oov.py` as it is: 200 generated clients, 60 rounds of FedAdam, then 100 clients
+# personalised with each method. (Shorter training does not show the method: with 30 rounds and
+# 50 clients, char-encoder init scored below no personalisation, top-3 0.399 vs 0.437.)
 
 # %%
 from configs import fed_oov
 
 config = fed_oov.get_config("tiny" if TINY else None)
-if not TINY:
-    config.fed.rounds = 30
-    config.pers.num_eval_clients = 50
 fc = config.fed
 print(f"{fc.num_clients} clients, central vocabulary {fc.vocab_size} words + 4 specials")
 print(f"FedAdam: {fc.rounds} rounds x {fc.cohort} clients per round")
