@@ -47,6 +47,7 @@ try:
     importlib.metadata.version("lmrl")
 except importlib.metadata.PackageNotFoundError:
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", ROOT])
+    print("installed lmrl; if pip changed jax or flax, restart the kernel and run again")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)  # this checkout's code, even if another copy is installed
 
