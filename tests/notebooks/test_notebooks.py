@@ -57,6 +57,35 @@ def test_first_code_cell_installs_only_when_missing():
         assert "sys.path.insert(0, ROOT)" in first, src
 
 
+@pytest.mark.parametrize("installed", [True, False])
+def test_install_cell_runs_pip_only_when_missing(installed, monkeypatch, capsys):
+    """Executes each notebook's first code cell with pip stubbed out: it installs the checkout
+    it finds above the notebook's directory only when `lmrl` is not installed."""
+    import importlib.metadata
+    import subprocess
+
+    def version(name):
+        if installed:
+            return "0.1.0"
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    calls = []
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    monkeypatch.setattr(subprocess, "check_call", lambda argv: calls.append(argv))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.chdir(NB_DIR)
+    for src in SOURCES:
+        calls.clear()
+        first = next(c for c in jupytext.read(src).cells if c.cell_type == "code").source
+        namespace = {}
+        exec(compile(first, src, "exec"), namespace)
+        assert namespace["ROOT"] == ROOT and ROOT in sys.path
+        if installed:
+            assert calls == [], src
+        else:
+            assert calls == [[sys.executable, "-m", "pip", "install", "-q", "-e", ROOT]], src
+
+
 @pytest.fixture(scope="module")
 def kernel_dir(tmp_path_factory):
     """A kernelspec that runs this interpreter, so the kernel sees this venv and checkout."""
