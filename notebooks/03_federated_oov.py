@@ -178,7 +178,7 @@ assert result["oov_char/oov_rate"] <= result["none/oov_rate"]
 # personalisation top-3 0.443, local fine-tuning 0.473, OOV expansion with random init 0.315 and
 # with char-encoder init 0.486, the best; the OOV rate halves, 0.097 -> 0.044 (not more: the rest
 # are shared rare words and private words that first appear in the test split). Random init is
-# worst because fresh embeddings for a client's most frequent words hurt before they are
-# learnt; the character encoder gives them a sensible start. Try
+# the worst method here; initialising the new words' embeddings from the character encoder is
+# what makes the expansion pay off. Try
 # `fed_oov.get_config("expand_train=adapter")` to train only the 6.7 KB personal tree, or
 # `dp_clip=1.0,dp_noise=0.5` for DP-FedAvg.
