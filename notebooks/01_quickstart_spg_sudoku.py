@@ -208,7 +208,7 @@ def load_policy(ckpt_dir):
     mgr.close()
     state = jax.tree.map(lambda x: x, params)  # a copy with the right structure
     nnx.replace_by_pure_dict(state, saved)
-    assert np.array_equal(np.asarray(state["embed"].get_value()), saved["embed"])
+    assert np.array_equal(np.asarray(state.to_pure_dict()["embed"]), saved["embed"])
     return state
 
 
