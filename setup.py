@@ -44,6 +44,15 @@ setup(
         "tokenizers>=0.21,<0.24",  # local HF tokenizer.json of pretrained bases (llada8b)
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "ruff>=0.6"],
+        "test": [
+            "pytest>=8,<10",
+            "hypothesis>=6.100,<7",
+            "ruff>=0.6",
+            # notebooks/: paired .py <-> .ipynb and headless execution (tests/notebooks)
+            "jupytext>=1.16,<2",
+            "nbclient>=0.10,<0.11",
+            "nbformat>=5.10,<6",
+            "ipykernel>=6.29,<8",
+        ],
     },
 )

@@ -1,4 +1,7 @@
-"""Registry of verifiable-reward tasks: `get(name, **kw)`, `names()` (see `data.tasks.base`)."""
+"""Registry of verifiable-reward tasks: `get(name, **kw)`, `names()`, `register(name, factory)`.
+
+See `data.tasks.base` for the Task interface.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +31,27 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def register(name: str, factory: Callable[..., Task], *, overwrite: bool = False) -> None:
+    """Adds a task so that configs can name it (`config.task = name`).
+
+    Args:
+      name: lower_snake registry key.
+      factory: called as `factory(**config.task_kwargs)`; returns a `Task`.
+      overwrite: replace an existing entry of that name (e.g. re-running a notebook cell).
+
+    Raises:
+      ValueError: `name` is already registered and `overwrite` is False, or is not lower_snake.
+      TypeError: `factory` is not callable.
+    """
+    if not callable(factory):
+        raise TypeError(f"factory for task {name!r} must be callable, got {type(factory)}")
+    if not name or not name.replace("_", "").isalnum() or name != name.lower():
+        raise ValueError(f"task name must be lower_snake, got {name!r}")
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"task {name!r} is already registered; pass overwrite=True to replace it")
+    _REGISTRY[name] = factory
+
+
 def get(name: str, **kw) -> Task:
     """Builds the task `name` with keyword options (e.g. `get("arithmetic", num_ops=3)`)."""
     if name not in _REGISTRY:
@@ -35,4 +59,4 @@ def get(name: str, **kw) -> Task:
     return _REGISTRY[name](**kw)
 
 
-__all__ = ["Task", "get", "names"]
+__all__ = ["Task", "get", "names", "register"]
