@@ -33,12 +33,12 @@ from train.state import TrainState
 from train.step import make_update_step
 
 
-def _flatten(corpus):
-    return [s for client in corpus.clients for s in client]
+def _flatten(docs):
+    return [s for doc in docs for s in doc]
 
 
 def make_corpora(cfg):
-    """(public candidates: list of sentence lists with names, federated train/test splits)."""
+    """(public candidates as lists of documents (sentence lists), names, client train/test)."""
     t = cfg.num_topics
     target = np.random.default_rng(cfg.seed).dirichlet([0.5] * t)
     other = np.roll(target, t // 2)
@@ -66,7 +66,7 @@ def make_corpora(cfg):
             seed=cfg.seed,
             sample_seed=100 + j,
         )
-        public.append(_flatten(c))
+        public.append(c.clients)
         names.append(f"mix{lam:.2f}")
     # a vocabulary shift: other words (another seed), the target's topic mixture
     c = data.generate_corpus(
@@ -78,7 +78,7 @@ def make_corpora(cfg):
         seed=cfg.seed + 1,
         sample_seed=7,
     )
-    public.append(_flatten(c))
+    public.append(c.clients)
     names.append("vocab_shift")
     splits = [data.split_by_time(s) for s in fed_corpus.clients]
     return public, names, splits
@@ -140,31 +140,65 @@ def make_fl_accuracy(cfg, graphdef, rest):
     return acc
 
 
-def run(config, workdir: str) -> dict[str, float]:
+def embed_all(config) -> dict:
+    """Corpora, the pretrained embedder and every embedding FreD needs (shared with bench.fred).
+
+    Returns:
+      dict with names, public (flat sentence lists), splits, w2i, graphdef, rest, init_params,
+      cand (user-weighted moments per candidate, over its documents) and client_embs
+      (one `[n_u, d]` array of L2-normalised embeddings per client's training split).
+    """
     cfg = config.fred
-    public, names, splits = make_corpora(cfg)
+    public_docs, names, splits = make_corpora(cfg)
+    public = [_flatten(docs) for docs in public_docs]
     vocab = data.build_vocab([public_c for public_c in public[:-1]], cfg.vocab_size, 1)
     w2i = {w: i for i, w in enumerate(vocab)}
     mcfg = TransformerConfig.from_config(config.model, vocab_size=len(vocab))
     model = Transformer(mcfg, rngs=nnx.Rngs(config.seed))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    writer = MetricWriter(workdir)
 
-    # 1. the embedder: pretrain on the union of public corpora (server-side data)
+    # the embedder: pretrain on the union of public corpora (server-side data)
     union = lm_examples([s for p in public for s in p], w2i, cfg.max_len)
     train_central = make_train_central(graphdef, rest, config.optim)
-    fl_accuracy = make_fl_accuracy(cfg, graphdef, rest)
-    init_params = params
-    params = train_central(params, union, cfg.pretrain_steps, 32, 0)
-    embed = fred.make_embed_fn(nnx.merge(graphdef, params, rest))
+    trained = train_central(params, union, cfg.pretrain_steps, 32, 0)
+    embed = fred.make_embed_fn(nnx.merge(graphdef, trained, rest))
 
-    def embed_sentences(sentences):
-        x = jnp.asarray(lm_examples(sentences, w2i, cfg.max_len)["x"])
-        e = np.asarray(embed(x, x > 0), np.float64)
-        return e / np.linalg.norm(e, axis=1, keepdims=True)
+    def embed_groups(groups, chunk=256):
+        """One `[n_g, d]` array per group; fixed-size calls, so one compile."""
+        x = lm_examples(_flatten(groups), w2i, cfg.max_len)["x"]
+        n = len(x)
+        x = np.pad(x, [(0, -n % chunk), (0, 0)])
+        e = np.concatenate(
+            [
+                np.asarray(embed(jnp.asarray(c), jnp.asarray(c > 0)))
+                for c in np.split(x, len(x) // chunk)
+            ]
+        )[:n].astype(np.float64)
+        e /= np.linalg.norm(e, axis=1, keepdims=True)
+        return np.split(e, np.cumsum([len(g) for g in groups])[:-1])
 
-    cand = [fred.clipped_moments(embed_sentences(p), 1.0) for p in public]
-    client_embs = [embed_sentences(tr) for tr, _ in splits]
+    return {
+        "names": names,
+        "public": public,
+        "splits": splits,
+        "w2i": w2i,
+        "graphdef": graphdef,
+        "rest": rest,
+        "init_params": params,
+        "cand": [fred.grouped_moments(embed_groups(docs), 1.0) for docs in public_docs],
+        "client_embs": embed_groups([tr for tr, _ in splits]),
+    }
+
+
+def run(config, workdir: str) -> dict[str, float]:
+    cfg = config.fred
+    e = embed_all(config)
+    names, public, splits, w2i = e["names"], e["public"], e["splits"], e["w2i"]
+    cand, client_embs = e["cand"], e["client_embs"]
+    train_central = make_train_central(e["graphdef"], e["rest"], config.optim)
+    fl_accuracy = make_fl_accuracy(cfg, e["graphdef"], e["rest"])
+    init_params = e["init_params"]
+    writer = MetricWriter(workdir)
 
     # 2. private FreD at several epsilon; one estimate per (epsilon, draw) for all candidates
     delta = 1.0 / len(splits)

@@ -7,6 +7,16 @@ The last trace is computed with two symmetric eigendecompositions in float64 on 
 never a complex Schur `sqrtm`. The public candidate's moments are exact; the clients' moments come
 from `fed.dp.dp_mean_cov` once and are reused for every candidate (no extra privacy cost).
 Embeddings are mean-pooled final-normed states of `models.transformer.Transformer`.
+
+One estimator on both sides: user-level DP bounds each client's contribution by averaging within
+the client (a_u, B_u of Sec. 3.3 of ../shared/papers/fred.md), so the client moments describe the
+*user-weighted* distribution (every user counts once, however much text it has). The public
+candidate's moments use the same weighting over its documents (`grouped_moments`); pooling its
+examples instead would compare two different mixtures whenever document sizes differ.
+
+Debiasing (Sec. 3.6): the mean's noise adds E||N(0, s_a^2 C^2 I)/K||^2 = d s_a^2 C^2 / K^2 to
+||mu_p - mu_hat||^2, and `frechet_distance(..., mean_noise_var=)` subtracts it. It shifts every
+candidate's score equally, so rankings are unchanged; it reduces the error of the distance itself.
 """
 
 from __future__ import annotations
@@ -34,12 +44,23 @@ def trace_sqrt_product(cov_p: np.ndarray, cov_c: np.ndarray) -> float:
     return float(np.sum(np.sqrt(np.maximum(w, 0.0))))
 
 
-def frechet_distance(mu_p, cov_p, mu_c, cov_c) -> float:
-    """Squared Frechet distance between N(mu_p, cov_p) and N(mu_c, cov_c) (float64, >= 0)."""
+def frechet_distance(mu_p, cov_p, mu_c, cov_c, *, mean_noise_var: float = 0.0) -> float:
+    """Squared Frechet distance between N(mu_p, cov_p) and N(mu_c, cov_c) (float64, >= 0).
+
+    Args:
+      mu_p, cov_p, mu_c, cov_c: the two Gaussians' means [d] and covariances [d, d].
+      mean_noise_var: E||mu_c - mu_c_true||^2 of a noisy mu_c (`mean_noise_var(...)`), subtracted
+        from the mean term (the debiasing of Sec. 3.6); 0 for exact moments.
+
+    Returns:
+      FD^2, clamped at 0 unless debiasing (then it is an unbiased estimate and may be < 0).
+    """
     mu_p, mu_c = np.asarray(mu_p, np.float64), np.asarray(mu_c, np.float64)
     cov_p, cov_c = np.asarray(cov_p, np.float64), np.asarray(cov_c, np.float64)
-    mean_term = float(np.sum((mu_p - mu_c) ** 2))
+    mean_term = float(np.sum((mu_p - mu_c) ** 2)) - mean_noise_var
     cov_term = np.trace(cov_p) + np.trace(cov_c) - 2.0 * trace_sqrt_product(cov_p, cov_c)
+    if mean_noise_var:  # an unbiased estimate of a small distance may be negative: keep it
+        return mean_term + float(cov_term)
     return max(mean_term + float(cov_term), 0.0)
 
 
@@ -51,9 +72,24 @@ def moments(e_nd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mu, centred.T @ centred / len(e)
 
 
-def clipped_moments(e_nd: np.ndarray, clip: float) -> tuple[np.ndarray, np.ndarray]:
-    """Moments of the per-example clipped embeddings (what a public candidate is compared with)."""
-    return moments(np.asarray(dp.clip_rows(jnp.asarray(e_nd), clip)))
+def mean_noise_var(dim: int, num_clients: int, *, clip: float, sigma_mean: float) -> float:
+    """E||mu_hat - mu||^2 from the Gaussian mechanism on the mean: d sigma_a^2 C^2 / K^2."""
+    return dim * (sigma_mean * clip) ** 2 / num_clients**2
+
+
+def grouped_moments(groups: Sequence[np.ndarray], clip: float) -> tuple[np.ndarray, np.ndarray]:
+    """User-weighted moments of clipped embeddings, one `[n_g, d]` array per user or document.
+
+    The estimator of `private_client_moments` without noise: mu = mean_g a_g,
+    Sigma = mean_g B_g - mu mu^T (PSD: mean_g B_g >= mean_g a_g a_g^T >= mu mu^T), float64.
+    """
+    a, b = [], []
+    for e in groups:
+        e = np.asarray(dp.clip_rows(jnp.asarray(e, jnp.float32), clip), np.float64)
+        a.append(e.mean(0))
+        b.append(e.T @ e / len(e))
+    mu = np.mean(a, 0)
+    return mu, np.mean(b, 0) - np.outer(mu, mu)
 
 
 def make_embed_fn(model: nnx.Module) -> Callable[[jax.Array, jax.Array], jax.Array]:
@@ -115,8 +151,17 @@ def private_client_moments(
 
 
 def rank_candidates(
-    candidate_moments: Sequence[tuple[np.ndarray, np.ndarray]], mu_c, cov_c
+    candidate_moments: Sequence[tuple[np.ndarray, np.ndarray]],
+    mu_c,
+    cov_c,
+    *,
+    mean_noise_var: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """FreD of every candidate against one client estimate; returns (fred [K], order best-first)."""
-    scores = np.array([frechet_distance(mu, cov, mu_c, cov_c) for mu, cov in candidate_moments])
+    scores = np.array(
+        [
+            frechet_distance(mu, cov, mu_c, cov_c, mean_noise_var=mean_noise_var)
+            for mu, cov in candidate_moments
+        ]
+    )
     return scores, np.argsort(scores, kind="stable")

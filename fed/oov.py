@@ -84,25 +84,35 @@ def token_ce(logits_btv, y_bt, mask_bt):
     return jnp.sum(nll), jnp.sum(mask_bt).astype(jnp.float32)
 
 
+def client_logits(model, personal: dict, x_bt, valid_k, *, adapter: bool) -> jax.Array:
+    """The client's model: logits `[B, T, V (+k_max)]` for training and for evaluation alike.
+
+    One function for both, so that what is evaluated is the model that was trained: with
+    `adapter`, every part of the personal tree (E_u, b_u and the personal vocabulary biases b_V)
+    enters the scores.
+    """
+    if not adapter:
+        return model(x_bt)
+    return model(
+        x_bt,
+        oov_emb_kd=personal["emb"],
+        oov_bias_k=personal["bias"],
+        oov_valid_k=valid_k,
+        bias_v=personal["bias_v"],
+    )
+
+
 def make_loss_fn(graphdef, rest, *, adapter: bool):
     """`loss(shared, personal, batch, mask_b) -> (loss_sum, denom)` for the client work.
 
-    With `adapter`, `personal` is {"emb", "bias"} and each example carries the client's slot
-    validity in `batch["valid"]` ([B, k], identical rows).
+    With `adapter`, `personal` is {"emb", "bias", "bias_v"} and each example carries the
+    client's slot validity in `batch["valid"]` ([B, k], identical rows).
     """
 
     def loss_fn(shared, personal, batch, mask_b):
         model = nnx.merge(graphdef, shared, rest)
-        if adapter:
-            logits = model(
-                batch["x"],
-                oov_emb_kd=personal["emb"],
-                oov_bias_k=personal["bias"],
-                oov_valid_k=batch["valid"][0],
-                bias_v=personal["bias_v"],
-            )
-        else:
-            logits = model(batch["x"])
+        valid_k = batch["valid"][0] if adapter else None
+        logits = client_logits(model, personal, batch["x"], valid_k, adapter=adapter)
         mask_bt = (batch["y"] > 0) & mask_b[:, None]
         return token_ce(logits, batch["y"], mask_bt)
 
@@ -135,12 +145,8 @@ def make_personalise_work(
     def final(shared, cstate, test):
         model = nnx.merge(graphdef, cstate["shared"], rest)
         p = cstate["personal"]
-        kw = (
-            dict(oov_emb_kd=p["emb"], oov_bias_k=p["bias"], oov_valid_k=test["valid"])
-            if adapter
-            else {}
-        )
-        logits = model(test["x"], **kw)
+        valid_k = test["valid"] if adapter else None
+        logits = client_logits(model, p, test["x"], valid_k, adapter=adapter)
         counts = emr_counts(logits, test["y"], test["y"] > 0, unk_id, eos_id)
         zero = jax.tree.map(jnp.zeros_like, shared)  # nothing is uploaded
         return simulation.ClientOutput(zero, jnp.zeros(()), p, counts)

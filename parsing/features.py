@@ -13,7 +13,8 @@ import collections
 import numpy as np
 
 from parsing.grammar import TokenGrammar
-from parsing.tree import LEAF, decouple, fill, find_spans, skeleton, to_top
+from parsing.spans import EMPTY, SITE
+from parsing.tree import LEAF, OPEN, decouple, fill, find_spans, skeleton, to_top
 from parsing.treepiece import NEED_INTENT, NEED_SLOT, TreePiece, leaves_of, sites_of
 
 PAD, UNK = 0, 1
@@ -114,12 +115,34 @@ def token_targets(examples, vocab: Vocab, max_tgt: int):
 
 
 # ------------------------------------------------------------------------------- TreePiece
+def _items_of(u) -> list[int]:
+    """A unit's leaves (their index in the unit) and sites (``spans.SITE``) in pre-order."""
+    out, n_leaf = [], 0
+
+    def rec(s):
+        nonlocal n_leaf
+        for c in s[1]:
+            if c == LEAF:
+                out.append(n_leaf)
+                n_leaf += 1
+            elif c == OPEN:
+                out.append(SITE)
+            else:
+                rec(c)
+
+    rec(u)
+    return out
+
+
 def unit_tables(tp: TreePiece, vocab: Vocab) -> dict[str, np.ndarray]:
-    """Per-unit arrays for the device: grammar [2, V], n_sites, site_types, n_leaves, leaf_label."""
+    """Per-unit arrays for the device: grammar [2, V], n_sites, site_types, n_leaves, leaf_label,
+    items [V, I] and n_items (leaves and sites in pre-order, for ``spans.leaf_tree_order``)."""
     v = len(tp.units)
     sites = [sites_of(u) for u in tp.units]
     leaves = [leaves_of(u) for u in tp.units]
+    items = [_items_of(u) for u in tp.units]
     k, lmax = max(1, max(map(len, sites))), max(1, max(map(len, leaves)))
+    imax = max(1, max(map(len, items)))
     slot_index = {lab: i for i, lab in enumerate(vocab.slot_labels)}
     t = {
         "grammar": np.zeros((2, v), bool),
@@ -127,12 +150,15 @@ def unit_tables(tp: TreePiece, vocab: Vocab) -> dict[str, np.ndarray]:
         "site_types": np.zeros((v, k), np.int32),
         "n_leaves": np.zeros(v, np.int32),
         "leaf_label": np.zeros((v, lmax), np.int32),
+        "items": np.full((v, imax), EMPTY, np.int32),
+        "n_items": np.array([len(x) for x in items], np.int32),
     }
     for i, u in enumerate(tp.units):
         t["grammar"][NEED_INTENT if u[0].startswith("IN:") else NEED_SLOT, i] = True
         t["n_sites"][i], t["n_leaves"][i] = len(sites[i]), len(leaves[i])
         t["site_types"][i, : len(sites[i])] = sites[i]
         t["leaf_label"][i, : len(leaves[i])] = [slot_index.get(lab, 0) for lab in leaves[i]]
+        t["items"][i, : len(items[i])] = items[i]
     return t
 
 

@@ -7,6 +7,7 @@ Decoders are ``jax.jit`` closures ``decode(params, frozen, src_bs, src_mask_bs) 
 loops are ``lax.while_loop``s with a fixed maximum number of steps, a KV cache, per-row finished
 masks and early exit once every row is finished; the NAR decoder is one parallel pass followed by a
 grammar-constrained argmax scan (no network calls) so that its output is also a well-formed tree.
+TreePiece's span step is a joint argmax under the spec's order constraints (``parsing.spans``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from flax import nnx
 
 from parsing.grammar import TokenGrammar, unit_allowed, unit_push
 from parsing.models import causal_mask
+from parsing.spans import leaf_tree_order, ordered_spans
 from parsing.treepiece import NEED_INTENT
 
 ROLE = "parser"
@@ -106,6 +108,8 @@ def make_treepiece_decode(graphdef, tables, max_leaves: int):
         mem, kv = m.encode(src, src_mask)
         b, t_max = src.shape[0], m.decoder.max_len
         k = int(tables["site_types"].shape[1]) * t_max
+        # disjoint, ordered spans need a word per leaf: no more leaves than the utterance has words
+        leaf_cap = jnp.minimum(max_leaves, jnp.sum(src_mask, 1).astype(jnp.int32))
         init = dict(
             t=jnp.int32(0),
             cache=m.decoder.init_cache(b),
@@ -125,7 +129,7 @@ def make_treepiece_decode(graphdef, tables, max_leaves: int):
             h, cache = m.decoder(m.embed(s["prev"][:, None]), pos, mask, kv, src_mask, s["cache"])
             logits = m.head(h[:, 0])
             ok = unit_allowed(
-                tables, s["stack"], s["sp"], jnp.full((b,), t_max - t - 1), max_leaves - s["leaves"]
+                tables, s["stack"], s["sp"], jnp.full((b,), t_max - t - 1), leaf_cap - s["leaves"]
             )
             unit = jnp.argmax(jnp.where(ok, logits, -jnp.inf), -1).astype(jnp.int32)
             active = ~s["done"]
@@ -145,9 +149,9 @@ def make_treepiece_decode(graphdef, tables, max_leaves: int):
         s = jax.lax.while_loop(lambda s: (s["t"] < t_max) & ~jnp.all(s["done"]), body, init)
         hl, ul, lab, j, lv = _leaf_inputs(tables, s["h"], s["out"], max_leaves)
         s_log, e_log = m.spans(hl, ul, lab, j, lv, mem, src_mask)
-        start = jnp.argmax(s_log, -1)
-        after = jnp.arange(src.shape[1])[None, None] >= start[..., None]
-        end = jnp.argmax(jnp.where(after, e_log, -jnp.inf), -1)
+        # spans jointly: inside the utterance, in the left-to-right order of their placeholders
+        order = leaf_tree_order(tables, s["out"], max_leaves)
+        start, end = ordered_spans(s_log, e_log, order, src_mask)
         return {
             "units": s["out"],
             "start": start,

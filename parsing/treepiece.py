@@ -109,6 +109,10 @@ class TreePiece:
     def __init__(self, units, logp=None):
         self.units = [_tuplify(u) for u in units]
         self.index = {u: i for i, u in enumerate(self.units)}
+        if len(self.index) != len(self.units):
+            # a repeated unit would split its probability over two ids and make encode ambiguous
+            dup = next(u for u in self.units if self.units.count(u) > 1)
+            raise ValueError(f"duplicate TreePiece unit {skel_to_str(dup)}")
         self.logp = np.full(len(units), -np.log(len(units))) if logp is None else np.asarray(logp)
         self._by_label = collections.defaultdict(list)
         for i, u in enumerate(self.units):
@@ -170,7 +174,7 @@ class TreePiece:
         def roots(f, m):
             return [v for v in range(len(f[0])) if v not in m]
 
-        new_units = []
+        new_units = {}  # insertion-ordered set: a merge may rebuild a unit the vocabulary has
         while len(units) + len(new_units) < vocab_size:
             pairs = collections.Counter()
             for (f, n), m in zip(flats, merged, strict=True):
@@ -182,7 +186,7 @@ class TreePiece:
             (pu, k, cu), best = max(pairs.items(), key=lambda kv: (kv[1], str(kv[0])))
             if best < min_count:
                 break
-            new_units.append(_substitute(pu, k, cu))
+            new_units.setdefault(_substitute(pu, k, cu))
             for (f, _), m in zip(flats, merged, strict=True):
                 for r in roots(f, m):  # pre-order; keys are recomputed after each merge
                     if r in m or key(f, m, r) != pu:
@@ -190,7 +194,8 @@ class TreePiece:
                     c = sites(f, m, r)[k]
                     if key(f, m, c) == cu:
                         m.add(c)
-        tp = cls(units + [u for u in new_units if u not in set(units)])
+        atomic = set(units)
+        tp = cls(units + [u for u in new_units if u not in atomic])
         tp.em_history = tp.fit_em(list(counts.items()), em_iters)
         return tp
 

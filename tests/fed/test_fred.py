@@ -84,3 +84,32 @@ def test_embed_fn_ignores_padding():
     e_tight = embed(toks[:, :3], mask[:, :3])
     assert e_pad.shape == (1, 16)
     np.testing.assert_allclose(e_pad, e_tight, atol=1e-5)
+
+
+def test_public_and_client_estimators_agree_on_the_same_data():
+    """Candidates and clients use one (user-weighted) estimator (issue 15.10)."""
+    rng = np.random.default_rng(1)
+    # unequal group sizes with different means: pooling examples would weight big groups more
+    groups = [rng.normal(size=(n, 5)) * 0.2 + rng.normal(size=5) * 0.3 for n in (2, 3, 40, 7)]
+    mu_g, cov_g = fred.grouped_moments(groups, clip=1.0)
+    mu_c, cov_c, _ = fred.private_client_moments(
+        groups, clip=1.0, sigma_mean=0.0, sigma_cov=0.0, rng=jax.random.key(0)
+    )
+    assert fred.frechet_distance(mu_g, cov_g, mu_c, cov_c) == pytest.approx(0.0, abs=1e-9)
+    pooled = fred.moments(np.asarray(fred.dp.clip_rows(jnp.concatenate(groups), 1.0)))
+    assert fred.frechet_distance(*pooled, mu_c, cov_c) > 1e-3  # the old, inconsistent estimator
+
+
+def test_debiasing_removes_the_mean_noise_bias():
+    """E||mu_p - (mu + noise/K)||^2 - d s^2 C^2 / K^2 = ||mu_p - mu||^2 (Sec. 3.6)."""
+    assert fred.mean_noise_var(4, 10, clip=2.0, sigma_mean=3.0) == pytest.approx(1.44)
+    rng = np.random.default_rng(0)
+    d, k, clip, sigma = 16, 20, 1.0, 4.0
+    mu, mu_p, cov = np.zeros(d), np.full(d, 0.1), np.eye(d) * 0.05
+    var = fred.mean_noise_var(d, k, clip=clip, sigma_mean=sigma)
+    exact = fred.frechet_distance(mu_p, cov, mu, cov)
+    noisy = [mu + rng.normal(size=d) * sigma * clip / k for _ in range(1500)]
+    raw = np.mean([fred.frechet_distance(mu_p, cov, m, cov) for m in noisy])
+    deb = np.mean([fred.frechet_distance(mu_p, cov, m, cov, mean_noise_var=var) for m in noisy])
+    assert raw - exact == pytest.approx(var, rel=0.1)  # the bias is the noise's energy
+    assert abs(deb - exact) < 0.05 * var

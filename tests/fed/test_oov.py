@@ -93,3 +93,28 @@ def test_jsonl_loader(tmp_path):
         assert "jsonl" in str(e)
     else:
         raise AssertionError("expected FileNotFoundError")
+
+
+def test_evaluation_uses_the_trained_personal_biases():
+    """The personal vocabulary biases b_V are part of the model that `final` scores (issue 15.1)."""
+    vocab = list(data.SPECIALS) + ["call", "meet", "alra"]
+    cfg = WordLMConfig(vocab_size=len(vocab), char_dim=4, filters=(4, 4, 4), d_emb=8, hidden=8)
+    model = WordLM(cfg, data.chars_of(vocab, 12), rngs=nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    ad, valid = oov.init_adapter(model, ["zed"], 2, "char", jax.random.key(0))
+    # a personal bias that makes "meet" (id 5) the only plausible next word
+    ad = {**ad, "bias_v": ad["bias_v"].at[5].set(1e4)}
+    x = jnp.array([[2, 4, 4, 4]])
+    y = jnp.array([[5, 5, 5, 5]])
+    test = {"x": x, "y": y, "valid": jnp.asarray(valid)}
+    work = oov.make_personalise_work(
+        graphdef, rest, adapter=True, lr=0.0, train_shared=False, adapter_lr=0.0
+    )
+    cstate = {"shared": params, "personal": ad}
+    counts = work.final(params, cstate, test).metrics
+    assert int(counts["tokens"]) == 4 and int(counts["top1"]) == 4
+    # training and evaluation score the same model
+    loss_fn = oov.make_loss_fn(graphdef, rest, adapter=True)
+    batch = {"x": x, "y": y, "valid": jnp.asarray(valid)[None]}
+    nll, n = loss_fn(params, ad, batch, jnp.array([True]))
+    assert float(nll / n) < 1e-3

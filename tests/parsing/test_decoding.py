@@ -116,7 +116,7 @@ def test_token_grammar_always_well_formed(prep, length):
 
 @pytest.mark.slow  # compiles the full decoder (~10 s CPU, over a minute on a loaded machine)
 def test_treepiece_decoder_well_formed_untrained(prep):
-    """Random (untrained) parameters: outputs are still complete trees with legal spans."""
+    """Random (untrained) parameters: outputs are still complete trees with legal, ordered spans."""
     c, p = prep
     model, _, decode = E.build(c, p)
     _, params, frozen = split_module(model)
@@ -136,6 +136,10 @@ def test_treepiece_decoder_well_formed_untrained(prep):
             )
             tree = parse_top(top)
             assert len(skeleton(tree)[1]) == lv[i].sum()
+            # spans follow their placeholders left to right without overlapping (issue 15.8)
+            _, perm = p["tp"].decode([u for u in out["units"][i] if u >= 0])
+            spans = [(out["start"][i][k], out["end"][i][k]) for k in perm]
+            assert all(a[1] < b[0] for a, b in zip(spans, spans[1:])), spans
 
 
 def test_malformed_prediction_detected():

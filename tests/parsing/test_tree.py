@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parsing.data import HELD_OUT, generate, load_topv2, read_tsv, write_tsv
+from parsing.data import HELD_OUT, generate, load_topv2, nestings, read_tsv, write_tsv
 from parsing.tree import (
     LEAF,
     Node,
@@ -106,6 +106,21 @@ def test_generated_splits_and_compositional_holdout():
         assert parse_top(top) == ex.tree and not any(h in top for h in held)
         assert list(ex.tokens) == words(ex.tree)
     assert all(any(h in to_top(ex.tree) for h in held) for ex in d["compositional"])
+
+
+def test_compositional_split_recombines_parts_seen_in_training():
+    """Each held-out (slot, sub-intent) pair is new only as a pair (issue 15.9).
+
+    The slot holds some other sub-intent in training and the sub-intent is nested under some other
+    slot, so the split tests recombination; otherwise it is unlearnable by construction.
+    """
+    seen = set()
+    for ex in generate({"train": 2000}, seed=0)["train"]:
+        seen |= nestings(ex.tree)
+    assert not (seen & HELD_OUT)
+    for slot, intent in HELD_OUT:
+        assert any(s == slot for s, _ in seen), f"{slot} never holds a sub-intent in training"
+        assert any(i == intent for _, i in seen), f"{intent} is never nested in training"
 
 
 def test_tsv_fixture_loads():

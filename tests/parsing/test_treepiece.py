@@ -96,6 +96,14 @@ def test_first_merge_and_preorder_golden():
     assert skel == b and perm == [0]
 
 
+def test_vocabulary_has_no_duplicate_units(corpus):
+    """A unit listed twice would split its probability and make encoding ambiguous (issue 15.8)."""
+    _, _, tp = corpus
+    assert len(set(tp.units)) == len(tp.units)
+    with pytest.raises(ValueError, match="duplicate TreePiece unit"):
+        TreePiece(tp.units + [tp.units[-1]])
+
+
 def test_save_load(tmp_path, corpus):
     train, _, tp = corpus
     tp.save(str(tmp_path / "v.json"))

@@ -58,3 +58,14 @@ def test_task_loss_golden():
     assert float(aux["train/acc"]) == 1.0  # ties go to class 0
     s, d, _ = task_loss(jnp.asarray([[1.0], [3.0]]), jnp.asarray([2.0, 2.5]), 0)
     assert float(s) == pytest.approx(1.0 + 0.25)
+
+
+def test_pair_task_gets_the_budget_full_fine_tuning_needs():
+    """At 500 steps / lr 5e-4 full fine-tuning stayed at chance on `pair` (issue 15.13)."""
+    from configs.read import get_config
+
+    c = get_config("task=pair")
+    assert c.finetune.steps == c.finetune.optim.total_steps == 1000
+    assert c.finetune.lr.full == 2e-3 and c.finetune.lr.read == get_config().finetune.lr.read
+    assert get_config("task=agree").finetune.steps == 500
+    assert get_config("task=pair,tiny").finetune.steps == 2
