@@ -155,3 +155,18 @@ def test_evaluation_sizes_are_config_fields():
     assert scores["test/sampled_accuracy"].shape == (7, 3)
     assert scores[f"seen/accuracy@{g}"].shape == (5,)
     assert f"eval_seen/accuracy@{g}" in metrics
+
+
+def test_d1_loss_is_normalised_by_the_batch_token_count():
+    """Issue 15.4: d1 divides sum(loss * mask) by sum(mask) over the micro-batch. With the old
+    policy equal to the current one and no KL, each token's loss is -A, so rows of 5 and 6 valid
+    tokens with A = +1, -1 give (-5 + 6) / 11; a mean of per-row means would give 0."""
+    graphdef, params, rest = parts()
+    b, key = batch([1.0, -1.0]), jax.random.key(0)
+    for norm, want in (("token", 1.0 / 11.0), ("sequence", 0.0)):
+        loss = objectives.get("diffu_grpo")(graphdef, mask_id=MASK, kl_beta=0.0, norm=norm)
+        ls, den, _ = loss({"policy": params}, {"policy": rest}, b, key)
+        assert np.isclose(float(ls / den), want, atol=1e-6), (norm, float(ls / den))
+    default = objectives.get("diffu_grpo")(graphdef, mask_id=MASK, kl_beta=0.0)
+    ls, den, _ = default({"policy": params}, {"policy": rest}, b, key)
+    assert np.isclose(float(ls / den), 1.0 / 11.0, atol=1e-6)
