@@ -33,7 +33,21 @@ def test_config_variants():
         c = spg_config.get_config(arg)
         assert c.experiment == "spg"
     c = spg_config.get_config("llada8b")
-    assert c.model.n_layers == 32 and c.rl.gen_len == 256 and c.rl_optim.lr == 3e-6
+    assert c.model.n_layers == 32 and c.rl.gen_len == 256
+    assert spg_config.get_config().rl.bound == "elbo"  # the small default
+
+
+def test_llada8b_uses_the_papers_settings():
+    """Issue 15.2: Mix, 16 prompts x 6 completions per step on both tasks, beta 2 for EUBO-only
+    Countdown, and the paper's full-fine-tuning learning rate (no LoRA here), not LoRA's 3e-6."""
+    for task in ("sudoku4", "countdown"):
+        c = spg_config.get_config(f"llada8b,task={task}")
+        assert c.rl.bound == "mix" and c.rl.objective == "spg"
+        assert c.rl.prompts_per_step == 16 and c.rl.group_size == 6
+        assert c.rl.ref_kl == 0.0 and c.rl_optim.lr == 3e-7
+        assert c.rl.beta == (1.0 if task == "sudoku4" else 1.5)
+    assert spg_config.get_config("llada8b,task=countdown,bound=eubo").rl.beta == 2.0
+    assert spg_config.get_config("llada8b,task=sudoku4,bound=eubo").rl.beta == 1.0
     with pytest.raises(ValueError, match="bound"):
         spg_config.get_config("bound=upper")
 
