@@ -67,6 +67,11 @@ def test_tiny_run_and_resume(tmp_path, arg):
     wd = str(tmp_path)
     out = run(c, wd)
     assert np.isfinite(out["rl/final_reward_mean"])
+    g = c.rl.gen_len
+    assert out["change/headline/metric"] == f"test/accuracy@{g}" and out["control"] == "none"
+    assert out["change/headline/lo"] <= out["change/headline/mean"] <= out["change/headline/hi"]
+    assert out[f"change/test/accuracy@{g}/n"] == c.rl.num_eval
+    assert "change/test/sampled_accuracy/mean" in out and f"change/seen/accuracy@{g}/mean" in out
     assert os.path.exists(os.path.join(wd, "plot.png"))
     rows = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
     assert any("rl/reward_mean" in r for r in rows)
@@ -76,3 +81,15 @@ def test_tiny_run_and_resume(tmp_path, arg):
         out2["after/eval/accuracy@24" if "sudoku" in c.task else "after/eval/accuracy@16"]
         == out["after/eval/accuracy@24" if "sudoku" in c.task else "after/eval/accuracy@16"]
     )
+
+
+@pytest.mark.slow
+def test_lr0_control_run_changes_nothing(tmp_path):
+    """End to end: with `rl.control=lr0` the loop runs and every held-out score is unchanged."""
+    from rl.run_spg import run
+
+    c = spg_config.get_config("tiny")
+    c.rl.control = "lr0"
+    out = run(c, str(tmp_path))
+    changes = [k for k in out if k.startswith("change/") and k.endswith("/mean")]
+    assert changes and all(out[k] == 0.0 for k in changes)
