@@ -14,10 +14,13 @@ with zero updates or with rewards shuffled within each group.
 Measured (shared 2-core CPU at load 8-16, wall times not representative; each RL step costs about
 4 CPU-seconds, SFT about 50, each evaluation about a minute): warm start 56.5% cell accuracy at
 G=24 (seed 0). After 40 steps, change on unseen grids (points, 95% interval over 512 prompts):
-seed 0 +1.3 [-0.3, +2.8] (shuffle control +0.1 [-1.3, +1.4]); seed 1 -0.1 [-1.4, +1.2];
-SEED2_AND_SUMMARY. The issue's 5-point target is NOT reached: the learning signal of this
-2-layer model's own samples is about as large as the drift (lr 1e-4 without KL: -2.3 [-4.1,
--0.5]), see `bench/results/spg_sweep.md` and `spg_default_vs_control.md`.
+seed 0 +1.3 [-0.3, +2.8] (shuffle control +0.0 [-1.3, +1.4]); seed 1 -0.1 [-1.4, +1.2]
+(control -0.6); seed 2 -0.5 [-1.8, +0.8] (control -1.6). Over 3 seeds: change +0.2 [-2.2, +2.6],
+gain over the shuffle control +0.9 [-0.0, +1.9] points (t intervals). Seed 0 continued to 100
+steps: +1.3 [+0.1, +2.7] (train grids +2.5 [+0.8, +4.4]), no larger than at 40. The issue's
+5-point target is NOT reached: the reward signal from this 2-layer model's own samples is about
+as large as the drift (lr 1e-4 without KL: -2.3 [-4.1, -0.5]); see
+`bench/results/spg_sweep.md` and `spg_default_vs_control.md`.
 Older record (600-step warm start at 70.6%, lr 1e-5, 16 x 6, µ 2, m 4): +0.5 +- 1.1 points over
 3 seeds; Mix/EUBO negatives drift more than ELBO ones; prompt masking hides digits the warm start
 always saw, so it is off; the paper's Mix / m 2 / prompt masking are the `llada8b` settings.
