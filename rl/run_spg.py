@@ -6,10 +6,13 @@ LLaDA-8B-Instruct) is loaded by `models.convert.load_hf_checkpoint`, each tensor
 over the local devices as it is read, with the checkpoint's own tokenizer and chat template;
 otherwise the warm-start SFT stage (`train.sft.sft_stage`, MDLM
 loss, cached under `workdir/sft`: a finished stage is reloaded, an interrupted one resumes);
-(2) held-out greedy evaluation of the warm start; (3) RL: per step, g completions for each of the
-step's prompts from the LLaDA sampler (temperature `rl.temperature`), rewards, mean-subtracted
-advantages, µ updates of the registered objective (checkpointed in `workdir/ckpt`, resumable);
-(4) held-out evaluation again, a before/after table and `plot.png`.
+(2) held-out evaluation of the warm start (`rl.spg_eval`: greedy and sampled pass@1 on
+`rl.num_eval` unseen-grid puzzles, greedy on `rl.num_eval_seen` training-grid puzzles); (3) RL:
+per step, g completions for each of the step's prompts from the LLaDA sampler (temperature
+`rl.temperature`), rewards, mean-subtracted advantages, µ updates of the registered objective
+(checkpointed in `workdir/ckpt`, resumable); `rl.control` = `lr0` (zero updates) or `shuffle`
+(rewards permuted within groups) runs the same loop as a control; (4) evaluation again, the
+before/after table with 95% paired bootstrap intervals over prompts, `result.json` and `plot.png`.
 """
 
 from __future__ import annotations
