@@ -19,8 +19,11 @@ seed 0 +1.3 [-0.3, +2.8] (shuffle control +0.0 [-1.3, +1.4]); seed 1 -0.1 [-1.4,
 gain over the shuffle control +0.9 [-0.0, +1.9] points (t intervals). Seed 0 continued to 100
 steps: +1.3 [+0.1, +2.7] (train grids +2.5 [+0.8, +4.4]), no larger than at 40. The issue's
 5-point target is NOT reached: the reward signal from this 2-layer model's own samples is about
-as large as the drift (lr 1e-4 without KL: -2.3 [-4.1, -0.5]); see
-`bench/results/spg_sweep.md` and `spg_default_vs_control.md`.
+as large as the drift. Sweep (seed 0, 40 steps): the KL is what stops the downward drift (lr
+3e-4: -3.6 without, +1.3 with; lr 1e-4: -2.3 without, +0.8 with); see
+`bench/results/spg_sweep.md` and `spg_default_vs_control.md`. `make run` measured: 178
+CPU-seconds, 9m26s wall on the shared CPU at load ~12 (a 40-step cell with the warm start cached
+took 224 s wall at load ~10).
 Older record (600-step warm start at 70.6%, lr 1e-5, 16 x 6, µ 2, m 4): +0.5 +- 1.1 points over
 3 seeds; Mix/EUBO negatives drift more than ELBO ones; prompt masking hides digits the warm start
 always saw, so it is off; the paper's Mix / m 2 / prompt masking are the `llada8b` settings.
