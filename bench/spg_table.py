@@ -29,12 +29,17 @@ import numpy as np
 
 from bench.common import RESULTS, device_info, md_table, write_results
 
+CONTROL = "Control-shuffle"
 METHODS = {
     "SPG-Mix": "method=spg,bound=mix",
     "SPG-EUBO": "method=spg,bound=eubo",
     "SPG-ELBO": "method=spg,bound=elbo",
+    "SPG-zero": "method=spg,bound=zero",
     "D1": "method=diffu_grpo",
     "WD1": "method=wd1",
+    # The shuffled-advantage control of the default method (configs/spg.py's bound): the same
+    # loop, prompts and keys, with rewards permuted within each group (issue 12).
+    CONTROL: "method=spg,control=shuffle",
 }
 
 
@@ -49,7 +54,10 @@ def run_cell(task: str, method: str, seed: int, rl_steps: int | None, root: str)
     if os.path.exists(res_path):
         with open(res_path) as f:
             return json.load(f)
-    config = spg_config.get_config(f"task={task},seed={seed},{METHODS[method]}")
+    variant, _, control = METHODS[method].partition(",control=")
+    config = spg_config.get_config(f"task={task},seed={seed},{variant}")
+    if control:
+        config.rl.control = control
     if rl_steps is not None:
         config.rl.steps = rl_steps
     config.rl.eval_every = 0  # before/after only: the table needs no curve, and it halves eval time
@@ -86,12 +94,40 @@ def summarise(results: dict, tasks, gen_lens, methods=tuple(METHODS)) -> tuple[l
                 row[task] = f"{100 * vals.mean():.1f} ± {100 * vals.std():.1f} (n={len(vals)})"
                 row[f"{task} change"] = f"{d.mean():+.2f} ± {d.std():.2f}"
                 row[f"{task} warm start"] = f"{100 * base.mean():.1f}"
+                row.update(_intervals(results, task, method, g))
             else:
                 row[task] = "not run"
                 row[f"{task} change"] = row[f"{task} warm start"] = "-"
         rows.append(row)
     cols = ["method"] + [c for t in tasks for c in (t, f"{t} change", f"{t} warm start")]
+    extra = [k for r in rows for k in r if k not in cols]
+    cols += list(dict.fromkeys(extra))
     return rows, md_table(rows, cols)
+
+
+def _intervals(results: dict, task: str, method: str, g: int) -> dict:
+    """Per-seed paired 95% intervals over prompts (cells from the powered harness), the t
+    interval of the change over seeds, and the gain over the shuffle control paired by seed."""
+    from rl.evaluation import gain_over_control, seed_interval
+
+    cells = results.get((task, method), [])
+    key = f"change/test/accuracy@{g}"
+    if not cells or f"{key}/mean" not in cells[0]:
+        return {}
+    per_seed = [
+        f"{100 * c[key + '/mean']:+.1f} [{100 * c[key + '/lo']:+.1f}, {100 * c[key + '/hi']:+.1f}]"
+        for c in cells
+    ]
+    ch = [c[key + "/mean"] for c in cells]
+    out = {
+        f"{task} change per seed (95% CI over prompts)": "; ".join(per_seed),
+        f"{task} change over seeds (95% t)": str(seed_interval(ch).scaled(100)),
+    }
+    ctrl = results.get((task, CONTROL), [])
+    if method != CONTROL and len(ctrl) == len(cells) and len(cells) > 1:
+        cc = [c[key + "/mean"] for c in ctrl]
+        out[f"{task} gain over control (95% t)"] = str(gain_over_control(ch, cc).scaled(100))
+    return out
 
 
 def bench_sampler(

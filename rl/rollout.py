@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rl.evaluation import check_control, control_rng, shuffle_within_groups
 from train.loop import progress_bar, writer_offset
 from train.metrics import rewind
 from train.step import SkipGuard
@@ -70,6 +71,36 @@ def task_metrics(task, texts: Sequence[str], examples: Sequence[dict]) -> dict[s
     return out
 
 
+def prompt_scores(task, texts: Sequence[str], examples: Sequence[dict]) -> dict[str, np.ndarray]:
+    """Per-prompt scores [N] whose mean is the headline metric of `task_metrics`.
+
+    `accuracy` is per-prompt correctness, or for cell-counting tasks (Sudoku) correct cells
+    divided by the mean number of blank cells, so that its mean is exactly the pooled cell
+    accuracy and a paired bootstrap over prompts gives that metric's interval. `solved` is 0/1.
+    """
+    rows = [task.metrics(t, ex) for t, ex in zip(texts, examples, strict=True)]
+    if "correct_cells" in rows[0]:
+        blank = max(float(np.mean([r["blank_cells"] for r in rows])), 1.0)
+        acc = np.asarray([r["correct_cells"] / blank for r in rows])
+        return {"accuracy": acc, "solved": np.asarray([r["solved"] for r in rows])}
+    return {"accuracy": np.asarray([r.get("correct", 0.0) for r in rows])}
+
+
+def _decode_all(sample, params, frozen, prompts, idx, batch_size, n, key):
+    comps = []
+    for i in range(len(idx) // batch_size):
+        sl = idx[i * batch_size : (i + 1) * batch_size]
+        c = sample(
+            params,
+            frozen,
+            jnp.asarray(prompts["tokens"][sl]),
+            jnp.asarray(prompts["mask"][sl]),
+            jax.random.fold_in(key, i),
+        )
+        comps.append(np.asarray(c))
+    return np.concatenate(comps)[:n]
+
+
 def evaluate(
     samplers: dict[int, Callable],
     params,
@@ -81,35 +112,46 @@ def evaluate(
     *,
     batch_size: int,
     prefix: str = "eval",
-) -> dict[str, float]:
-    """Greedy evaluation at each generation length (keys `eval/<metric>@<G>`).
+    sampled: Callable | None = None,
+    num_samples: int = 0,
+    sample_seed: int = 0,
+    return_scores: bool = False,
+):
+    """Greedy evaluation at each generation length (keys `eval/<metric>@<G>`), and optionally
+    sampled pass@1 (`eval/sampled_accuracy`: the mean score of `num_samples` completions per prompt
+    from `sampled`, a sampler at the rollout temperature, with keys fixed by `sample_seed`, so the
+    before and after evaluations draw the same noise).
 
     The prompt set is padded to a multiple of `batch_size` by repeating the first rows (dropped
     after decoding), so every sampler call has one static shape.
+
+    Returns:
+      the metrics dict, or with `return_scores` (metrics, per-prompt scores): scores are keyed
+      like the metrics without the prefix (`accuracy@24`, `solved@24`, `sampled_accuracy`), [N]
+      for greedy and [N, num_samples] for sampled.
     """
     n = len(examples)
     nb = -(-n // batch_size)
     idx = np.concatenate([np.arange(n), np.zeros(nb * batch_size - n, np.int64)])
-    out = {}
+    out, scores = {}, {}
     for gen_len, sample in samplers.items():
-        comps = []
-        for i in range(nb):
-            sl = idx[i * batch_size : (i + 1) * batch_size]
-            c = sample(
-                params,
-                frozen,
-                jnp.asarray(prompts["tokens"][sl]),
-                jnp.asarray(prompts["mask"][sl]),
-                jax.random.key(0),
-            )
-            comps.append(np.asarray(c))
-        comp = np.concatenate(comps)[:n]
+        comp = _decode_all(sample, params, frozen, prompts, idx, batch_size, n, jax.random.key(0))
         texts = decode(tokenizer, comp)
         for k, v in task_metrics(task, texts, examples).items():
             out[f"{prefix}/{k}@{gen_len}"] = v
+        for k, v in prompt_scores(task, texts, examples).items():
+            scores[f"{k}@{gen_len}"] = v
         valid = valid_through_eos(comp, tokenizer.eos_id)
         out[f"{prefix}/collapse@{gen_len}"] = collapse_rate(comp, valid, tokenizer.eos_id)
-    return out
+    if sampled is not None and num_samples > 0:
+        cols = []
+        for s in range(num_samples):
+            key = jax.random.fold_in(jax.random.key(sample_seed), 1000 + s)
+            comp = _decode_all(sampled, params, frozen, prompts, idx, batch_size, n, key)
+            cols.append(prompt_scores(task, decode(tokenizer, comp), examples)["accuracy"])
+        scores["sampled_accuracy"] = np.stack(cols, axis=1)
+        out[f"{prefix}/sampled_accuracy"] = float(scores["sampled_accuracy"].mean())
+    return (out, scores) if return_scores else out
 
 
 def make_rollout_fn(
@@ -123,14 +165,23 @@ def make_rollout_fn(
     group_size: int,
     seed: int,
     compat: str = "fixed",
+    control: str = "none",
+    drop_flat_groups: bool = False,
 ) -> Callable[[Any, int], tuple[dict, dict[str, float]]]:
     """Builds `rollout(params, frozen, rl_step) -> (batch, metrics)`.
+
+    `control="shuffle"` permutes the rewards within each group (`rl.evaluation.control_rng(seed,
+    rl_step)`, so a resumed run shuffles alike) before the advantages: each group keeps its reward
+    multiset, the completion-reward link is gone. `drop_flat_groups` (DAPO's dynamic sampling,
+    without resampling) sets `row_mask` False for groups whose rewards are all equal, so they leave
+    the loss's denominator too.
 
     Prompts are drawn by a permutation that depends only on (seed, epoch), and the sampler key is
     fold_in(key(seed), rl_step), so a resumed run sees the rollouts it would have seen.
     The batch holds `prompt`, `prompt_mask`, `completion`, `valid`, `advantage`, `row_mask`,
     `reward` with B = prompts_per_step * group_size rows in consecutive groups.
     """
+    check_control(control)
     n = len(examples)
     base = jax.random.fold_in(jax.random.key(seed), 7)
 
@@ -155,7 +206,11 @@ def make_rollout_fn(
         exs = [examples[i] for i in ids]
         texts = decode(tokenizer, comp)
         rewards = score(task, texts, exs, compat)
+        if control == "shuffle":
+            rewards = shuffle_within_groups(rewards, group_size, control_rng(seed, rl_step))
         adv = group_advantages(rewards, group_size)
+        flat = np.repeat(rewards.reshape(-1, group_size).std(1) == 0, group_size)
+        row_mask = ~flat if drop_flat_groups else np.ones(len(ids), bool)
         valid = valid_through_eos(comp, tokenizer.eos_id)
         batch = {
             "prompt": ptok.astype(np.int32),
@@ -163,7 +218,7 @@ def make_rollout_fn(
             "completion": comp.astype(np.int32),
             "valid": valid,
             "advantage": adv,
-            "row_mask": np.ones(len(ids), bool),
+            "row_mask": row_mask,
         }
         metrics = {
             "rl/reward_mean": float(rewards.mean()),
@@ -171,6 +226,7 @@ def make_rollout_fn(
             "rl/accuracy": float(np.mean(rewards >= task.reward_range(compat)[1] - 1e-6)),
             "rl/pos_frac": float(np.mean(adv > 0)),
             "rl/neg_frac": float(np.mean(adv < 0)),
+            "rl/flat_group_frac": float(np.mean(flat)),
             "rl/completion_len": float(valid.sum(1).mean()),
             "rl/collapse": collapse_rate(comp, valid, tokenizer.eos_id),
         }

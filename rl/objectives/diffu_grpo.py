@@ -5,7 +5,11 @@ One-step mean-field likelihood: every completion token masked, prompt tokens mas
 rollout-time policy clipped at 1 +- eps and a k3 KL to the reference policy:
 
   l_bt = -min(r A, clip(r, 1-eps, 1+eps) A) + beta_kl (exp(ref - l) - (ref - l) - 1),
-  r = exp(l - l_old);  loss = mean_b (1/L_b) sum_t valid l_bt.
+  r = exp(l - l_old);  loss = sum_{b,t} valid l_bt / sum_{b,t} valid   (d1's normalisation).
+
+d1 (`diffu_grpo_trainer.py`) divides the masked token sum by the micro-batch's valid-token count,
+so longer completions weigh more; `norm="sequence"` selects the mean of per-sequence token means
+(this module's earlier behaviour) for comparison.
 
 The old and reference log-probs are computed inside the loss, under the same mask draw, from
 `frozen["old_params"]` and `frozen["ref_params"]` (parameter snapshots the runner keeps); without
@@ -38,11 +42,18 @@ def make_diffu_grpo_loss(
     clip_eps: float = 0.5,
     kl_beta: float = 0.04,
     p_mask_prompt: float = 0.15,
+    norm: str = "token",
     role: str = "policy",
     **unused,
 ):
-    """Builds the d1 loss `(params, frozen, batch, rng) -> (loss_sum, denom, aux)`."""
+    """Builds the d1 loss `(params, frozen, batch, rng) -> (loss_sum, denom, aux)`.
+
+    `norm`: "token" (d1: sum(loss * mask) / sum(mask)) or "sequence" (mean of per-sequence
+    token means).
+    """
     del unused
+    if norm not in ("token", "sequence"):
+        raise ValueError(f"norm must be 'token' or 'sequence', got {norm!r}")
 
     def loss_fn(params, frozen, batch, rng):
         valid = batch["valid"]
@@ -80,6 +91,8 @@ def make_diffu_grpo_loss(
             / n,
             "spg/elbo": jnp.sum(row * jnp.sum(ll * w, -1) / length) / n,
         }
-        return jnp.sum(row * per_seq), jnp.sum(row), aux
+        if norm == "sequence":
+            return jnp.sum(row * per_seq), jnp.sum(row), aux
+        return jnp.sum(row * jnp.sum(tok * w, -1)), jnp.sum(row * jnp.sum(w, -1)), aux
 
     return loss_fn

@@ -4,8 +4,11 @@
 
 Positive-advantage completions raise their ELBO (a lower bound of log pi); negative ones lower an
 upper bound: the EUBO (Corollary 1), the omega-mixture (eq. 8), the ELBO (`spg_elbo`) or nothing
-(`spg_no_neg`, the "zero" ablation). Plain policy gradient: no ratio, no clipping, no KL. Each call
-draws fresh mask keys (the update step splits its RNG per call), independent of rollout keys.
+(`spg_no_neg`, the "zero" ablation). Plain policy gradient: no ratio, no clipping and, as in the
+paper, no KL by default; `ref_kl > 0` (our addition, issue 12) adds a k3 KL to the reference
+policy `frozen["ref_params"]` (the warm start), k3 = exp(r - l) - (r - l) - 1 per scored token
+under the same mask draw, token-averaged per sequence and weighted like the bounds (x L_b). Each
+call draws fresh mask keys (the update step splits its RNG per call), independent of rollout keys.
 Normalisation as in the reference: loss = -sum_b A_b s_b / sum_b L_b, with s_b the sequence bound
 (per-token average times L_b) and L_b the valid completion length (Dr.GRPO-style token mean).
 
@@ -15,6 +18,7 @@ Batch: `prompt` [B,P] int, `prompt_mask` [B,P] bool, `completion` [B,G] int, `va
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -38,6 +42,7 @@ def make_spg_loss(
     p_mask_prompt: float = 0.15,
     share_masks: bool = False,
     group_size: int = 1,
+    ref_kl: float = 0.0,
     role: str = "policy",
     **unused,
 ):
@@ -53,6 +58,7 @@ def make_spg_loss(
       mask_mode, weighting, block_len, p_mask_prompt: see `rl.likelihood.draw_masks`.
       share_masks: completions of one group (consecutive runs of `group_size` rows) share their
         mask random numbers (see `draw_masks(share_within=...)`).
+      ref_kl: weight of the k3 KL to `frozen["ref_params"]` (0: off, the paper's setting).
       role: params role of the policy.
     """
     del unused
@@ -86,6 +92,23 @@ def make_spg_loss(
         ]
         s = jnp.where(adv > 0, el, neg)
         loss_sum = -jnp.sum(adv * s)
+        kl_b = jnp.zeros_like(el)
+        if ref_kl and "ref_params" in frozen:
+            ref_model = nnx.merge(graphdef, frozen["ref_params"], frozen[role])
+            ref = jax.lax.stop_gradient(
+                lk.completion_logps(
+                    ref_model,
+                    batch["prompt"],
+                    batch["prompt_mask"],
+                    batch["completion"],
+                    draw,
+                    mask_id,
+                )
+            )
+            k3 = jnp.exp(ref - ll) - (ref - ll) - 1.0
+            k3 = jnp.sum(jnp.where(draw.scored, k3, 0.0), axis=(1, 2))
+            kl_b = k3 / jnp.maximum(jnp.sum(draw.scored, axis=(1, 2)), 1) * length
+            loss_sum = loss_sum + ref_kl * jnp.sum(row * kl_b)
         denom = jnp.sum(row * length)
         n = jnp.maximum(jnp.sum(row), 1.0)
         per_tok = lambda v: jnp.sum(row * v / jnp.maximum(length, 1.0)) / n  # noqa: E731
@@ -93,6 +116,7 @@ def make_spg_loss(
             "spg/elbo": per_tok(el),
             "spg/eubo": per_tok(eu),
             "spg/eubo_coverage": jnp.sum(row * coverage) / n,
+            "spg/kl": per_tok(kl_b),
             "spg/t_hat": jnp.sum(
                 row[:, None] * jnp.sum(draw.scored, -1) / jnp.maximum(length[:, None], 1.0)
             )

@@ -27,3 +27,27 @@ def test_shuffle_keeps_each_groups_advantages():
     assert not np.array_equal(out, adv)
     for g in range(2):
         assert sorted(out[6 * g : 6 * g + 6]) == sorted(adv[6 * g : 6 * g + 6])
+
+
+def _powered(change, lo, hi):
+    k = "change/test/accuracy@24"
+    return {**_cell(0.5, 0.5 + change), f"{k}/mean": change, f"{k}/lo": lo, f"{k}/hi": hi}
+
+
+def test_summary_reports_intervals_and_gain_over_shuffle_control():
+    from bench.spg_table import CONTROL
+
+    res = {
+        ("sudoku4", "SPG-ELBO"): [_powered(0.06, 0.03, 0.09), _powered(0.08, 0.05, 0.11)],
+        ("sudoku4", CONTROL): [_powered(0.01, -0.02, 0.04), _powered(0.01, -0.02, 0.04)],
+    }
+    rows, table = summarise(res, ["sudoku4"], {"sudoku4": 24}, ["SPG-ELBO", CONTROL])
+    elbo, ctrl = rows
+    assert (
+        elbo["sudoku4 change per seed (95% CI over prompts)"]
+        == "+6.0 [+3.0, +9.0]; +8.0 [+5.0, +11.0]"
+    )
+    # Gains over the control on the two seeds: 5 and 7 points -> mean 6.
+    assert elbo["sudoku4 gain over control (95% t)"].startswith("+6.00 [")
+    assert "sudoku4 gain over control (95% t)" not in ctrl
+    assert "gain over control" in table

@@ -33,7 +33,21 @@ def test_config_variants():
         c = spg_config.get_config(arg)
         assert c.experiment == "spg"
     c = spg_config.get_config("llada8b")
-    assert c.model.n_layers == 32 and c.rl.gen_len == 256 and c.rl_optim.lr == 3e-6
+    assert c.model.n_layers == 32 and c.rl.gen_len == 256
+    assert spg_config.get_config().rl.bound == "elbo"  # the small default
+
+
+def test_llada8b_uses_the_papers_settings():
+    """Issue 15.2: Mix, 16 prompts x 6 completions per step on both tasks, beta 2 for EUBO-only
+    Countdown, and the paper's full-fine-tuning learning rate (no LoRA here), not LoRA's 3e-6."""
+    for task in ("sudoku4", "countdown"):
+        c = spg_config.get_config(f"llada8b,task={task}")
+        assert c.rl.bound == "mix" and c.rl.objective == "spg"
+        assert c.rl.prompts_per_step == 16 and c.rl.group_size == 6
+        assert c.rl.ref_kl == 0.0 and c.rl_optim.lr == 3e-7
+        assert c.rl.beta == (1.0 if task == "sudoku4" else 1.5)
+    assert spg_config.get_config("llada8b,task=countdown,bound=eubo").rl.beta == 2.0
+    assert spg_config.get_config("llada8b,task=sudoku4,bound=eubo").rl.beta == 1.0
     with pytest.raises(ValueError, match="bound"):
         spg_config.get_config("bound=upper")
 
@@ -53,6 +67,11 @@ def test_tiny_run_and_resume(tmp_path, arg):
     wd = str(tmp_path)
     out = run(c, wd)
     assert np.isfinite(out["rl/final_reward_mean"])
+    g = c.rl.gen_len
+    assert out["change/headline/metric"] == f"test/accuracy@{g}" and out["control"] == "none"
+    assert out["change/headline/lo"] <= out["change/headline/mean"] <= out["change/headline/hi"]
+    assert out[f"change/test/accuracy@{g}/n"] == c.rl.num_eval
+    assert "change/test/sampled_accuracy/mean" in out and f"change/seen/accuracy@{g}/mean" in out
     assert os.path.exists(os.path.join(wd, "plot.png"))
     rows = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
     assert any("rl/reward_mean" in r for r in rows)
@@ -62,3 +81,15 @@ def test_tiny_run_and_resume(tmp_path, arg):
         out2["after/eval/accuracy@24" if "sudoku" in c.task else "after/eval/accuracy@16"]
         == out["after/eval/accuracy@24" if "sudoku" in c.task else "after/eval/accuracy@16"]
     )
+
+
+@pytest.mark.slow
+def test_lr0_control_run_changes_nothing(tmp_path):
+    """End to end: with `rl.control=lr0` the loop runs and every held-out score is unchanged."""
+    from rl.run_spg import run
+
+    c = spg_config.get_config("tiny")
+    c.rl.control = "lr0"
+    out = run(c, str(tmp_path))
+    changes = [k for k in out if k.startswith("change/") and k.endswith("/mean")]
+    assert changes and all(out[k] == 0.0 for k in changes)
