@@ -44,7 +44,12 @@ def test_config_builds_and_is_lockable(name):
     assert mod.__doc__ and len(mod.__doc__) > 80, "config docstring must say time and result"
 
 
-@pytest.mark.parametrize("name", CONFIGS)
+# pcl's tiny run compiles its five curricula' samplers and value model (~2 min on 2 cores):
+# it runs in `make test-all`; its harness is covered by tests/rl/test_run_pcl.py.
+_PULSE = [pytest.param(n, marks=pytest.mark.slow) if n == "pcl" else n for n in CONFIGS]
+
+
+@pytest.mark.parametrize("name", _PULSE)
 def test_tiny_pulse_run(name, tmp_path):
     from launch.experiments import get_runner
     from launch.workdir import prepare_workdir

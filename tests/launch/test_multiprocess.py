@@ -78,9 +78,9 @@ def _run_two_processes(workdir, timeout=420):
     return outs
 
 
-def _run_one(workdir, mesh, devices):
+def _run_one(workdir, mesh, devices, *flags):
     out = subprocess.run(
-        _cmd(workdir, mesh),
+        _cmd(workdir, mesh, *flags),
         cwd=ROOT,
         env=_env(devices),
         capture_output=True,
@@ -103,8 +103,10 @@ def test_two_processes_train_and_checkpoint_restores_in_one(two_process_run):
     assert "mesh (2, 2, 2)" in outs[0] and "mesh (2, 2, 2)" not in outs[1]  # one report
     assert sorted(os.listdir(w / "ckpt")) == ["1", "2"]
     # One process, one device, same workdir: restores the finished run (resharded) and
-    # re-evaluates the restored parameters.
-    again = _run_one(w, "(-1,1,1)", 1)
+    # re-evaluates the restored parameters. The mesh is part of the config, so the resume with
+    # another mesh must be allowed explicitly (and is recorded in the workdir).
+    again = _run_one(w, "(-1,1,1)", 1, "--allow_config_change")
+    assert (w / "config_changes.jsonl").exists()
     for k in KEYS:
         assert again[k] == pytest.approx(res[k], rel=1e-5), k
 
