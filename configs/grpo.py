@@ -57,9 +57,11 @@ def ar_rl_config(experiment: str, v: dict) -> mlc.ConfigDict:
             inner_steps=1,
             microbatches=1,
             num_train_prompts=2000,
-            num_eval=128,
-            eval_batch=64,
-            eval_samples=4,  # chains of thought per prompt for the held-out n-sample bound
+            num_eval=512,  # held-out prompts (paired bootstrap over prompts)
+            eval_batch=128,  # held-out prompts per sampler call
+            eval_samples=4,  # samples per prompt: sampled pass@1 and the n-sample answer bound
+            control="none",  # "none" | "lr0" (exact-zero updates) | "shuffle" (within groups)
+            drop_zero_var=False,  # DAPO: groups with equal rewards get zero loss weight
             max_prompt_len=16,
             max_new_tokens=48,
             max_answer_tokens=8,

@@ -62,3 +62,79 @@ def test_pulse_variants(name, arg, tmp_path):
     assert 0.0 <= out["after/accuracy"] <= 1.0 and np.isfinite(out["after/answer_ll"])
     assert out["skipped"] == 0
     assert (tmp_path / "plot.png").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_rollouts():
+    """A random tiny policy and the runner's Rollouts on tiny arithmetic (no SFT)."""
+    import jax
+
+    from configs.grpo import get_config
+    from rl.run_ar import Rollouts
+    from train.lm import build_transformer
+    from train.sft import make_task_and_tokenizer
+    from train.state import split_module
+
+    c = get_config("tiny")
+    c.rl.update(prompts_per_step=4, group_size=4, max_new_tokens=8, kl_coef=0.0)
+    task, tok = make_task_and_tokenizer(c)
+    # A reward with several values per group, so that a shuffle is visible.
+    task.reward = lambda text, ex: float(len(text) % 3)
+    model = build_transformer(c.model, tok.vocab_size, 0, causal=True, max_len=64)
+    graphdef, params, rest = split_module(model)
+    return c, graphdef, params, rest, Rollouts(c, graphdef, task, tok), jax
+
+
+def _state(c, params, rest, jax):
+    from rl.run_ar import rl_optimizer
+    from train.state import TrainState
+
+    return TrainState.create(
+        {"policy": params}, rl_optimizer(c), jax.random.key(0), {"policy": rest}
+    )
+
+
+def test_shuffle_control_keeps_each_groups_rewards(tiny_rollouts):
+    c, _, params, rest, roll, jax = tiny_rollouts
+    state = _state(c, params, rest, jax)
+    n, moved = c.rl.group_size, 0
+    for step in range(2):
+        roll.rc.control = "none"
+        plain, _ = roll.batch(state, step)
+        roll.rc.control = "shuffle"
+        shuf, _ = roll.batch(state, step)
+        np.testing.assert_array_equal(plain["tokens"], shuf["tokens"])  # same prompts and keys
+        a, b = plain["adv"].reshape(-1, n), shuf["adv"].reshape(-1, n)
+        np.testing.assert_allclose(np.sort(a, 1), np.sort(b, 1), atol=1e-6)
+        moved += int((np.abs(a - b) > 1e-6).any())
+    roll.rc.control = "none"
+    assert moved > 0, "the shuffle never changed which completion got which reward"
+
+
+def test_lr0_control_leaves_parameters_bitwise_unchanged(tiny_rollouts):
+    """The same nonzero GRPO gradient moves the parameters under control=none, not under lr0."""
+    import jax.numpy as jnp
+    import optax
+
+    from rl import objectives
+    from rl.run_ar import rl_optimizer
+
+    c, graphdef, params, rest, roll, jax = tiny_rollouts
+    state = _state(c, params, rest, jax)
+    batch, _ = roll.batch(state, 0)
+    assert np.abs(batch["adv"]).max() > 0
+    loss = objectives.get("grpo")(graphdef, dict(c.rl))
+    p = {"policy": params}
+    g = jax.jit(jax.grad(lambda q: loss(q, {"policy": rest}, batch, None)[0]))(p)
+    moved = {}
+    for control in ("lr0", "none"):
+        cc = c.copy_and_resolve_references()
+        cc.rl.control, cc.rl_optim.warmup_steps = control, 0
+        tx = rl_optimizer(cc)
+        new, opt = p, tx.init(p)
+        for _ in range(2):
+            upd, opt = tx.update(g, opt, new)
+            new = optax.apply_updates(new, upd)
+        same = jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), p, new)
+        moved[control] = not all(jax.tree.leaves(same))
+    assert moved == {"lr0": False, "none": True}
