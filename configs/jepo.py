@@ -36,6 +36,6 @@ def get_config(arg=None):
     c.rl.multi_sample = v["multi"]
     c.rl.beta_sup = v["beta_sup"]
     c.rl.kl_coef = v["kl"]
-    c.rl.kl_estimator = "k1"
+    c.rl.kl_estimator = "k3"  # k1 as a plain sum has zero expected gradient (issue 15.3)
     c.rl.advantage = "rloo"  # for the RL groups of the combined mode
     return c

@@ -181,31 +181,32 @@ class Rollouts:
             rng = ev.control_rng(self.rl_seed, step)
             v = rows["valid"].reshape(-1, n)
             ll = jnp.asarray(ev.shuffle_valid_within_groups(np.asarray(ll), v, rng))
-        a = jepo.advantages(ll, valid, multi_sample=rc.multi_sample)
-        a = jepo.normalise_clip(a, valid)
-        if rc.format_penalty > 0:
-            a = a + jepo.format_advantages(
-                jnp.asarray(has_marker).reshape(-1, n), rc.format_penalty
-            )
         k = jnp.sum(valid, 1, keepdims=True)
         bound_w = jnp.broadcast_to(k >= 2, valid.shape)
+        rl_group = None
         if rc.combine_rl and reward is not None:
             # Groups where the verifier succeeded: RLOO on the whole sampled generation.
-            r = reward.reshape(-1, n)
-            rl_group = jnp.asarray(r.max(1, keepdims=True) > 0)
+            rl_group = reward.reshape(-1, n).max(1, keepdims=True) > 0
             gen_len = out.mask.sum(1)
             p = pt.shape[1]
             cot = rows["cot_mask"].copy()
-            for i in np.flatnonzero(np.repeat(np.asarray(rl_group[:, 0]), n)):
+            for i in np.flatnonzero(np.repeat(rl_group[:, 0], n)):
                 rows["tokens"][i, p:] = self.tok.pad_id
                 rows["tokens"][i, p : p + gen_len[i]] = out.tokens[i, : gen_len[i]]
                 rows["mask"][i, p:] = np.arange(rows["mask"].shape[1] - p) < gen_len[i]
                 cot[i] = rows["mask"][i] & (np.arange(cot.shape[1]) >= p)
                 rows["ans_mask"][i] = False
             rows["cot_mask"] = cot
-            a = jnp.where(rl_group, adv_lib.rloo(r), a)
             bound_w = bound_w & ~rl_group
             stats["jepo/rl_group_frac"] = float(rl_group.mean())
+        a = jepo.combined_advantages(
+            jepo.advantages(ll, valid, multi_sample=rc.multi_sample),
+            valid,
+            jnp.asarray(has_marker).reshape(-1, n),
+            rc.format_penalty,
+            reward=None if rl_group is None else jnp.asarray(reward.reshape(-1, n)),
+            rl_group=rl_group,
+        )
         stats["jepo/ll_mean"] = float(jnp.sum(ll * valid) / jnp.maximum(jnp.sum(valid), 1))
         batch = dict(
             rows, adv=np.asarray(a).reshape(-1), bound_w=np.asarray(bound_w, np.float32).reshape(-1)

@@ -100,6 +100,33 @@ def format_advantages(has_marker_bn, penalty: float = 10.0, clip: float = 1.0):
     return normalise_clip(rloo(r), jnp.ones_like(r, bool), clip)
 
 
+def combined_advantages(
+    lb_adv_bn, valid_bn, has_marker_bn, format_penalty: float, *, reward=None, rl_group=None
+):
+    """The final advantage on each sample's chain of thought (or whole generation), [B, n].
+
+    JEPO groups: the lower-bound advantage normalised by its std over the valid samples of the
+    JEPO groups and clipped (App. B.2). Combined JEPO+RL (`reward`, `rl_group` [B, 1] given):
+    groups where the verifier succeeded use the RLOO advantage of the reward, normalised and
+    clipped the same way over the RL groups, so both kinds of group enter one update on the same
+    scale (design: the paper does not say; raw RLOO advantages would weigh RL groups by the
+    reward scale instead). The format advantage (its own normalisation) is added to every group,
+    as in the paper's full update.
+    """
+    from rl.advantages import rloo
+
+    valid = valid_bn.astype(bool)
+    if rl_group is None:
+        a = normalise_clip(lb_adv_bn, valid)
+    else:
+        rl_rows = jnp.broadcast_to(jnp.asarray(rl_group, bool), valid.shape)
+        a_rl = normalise_clip(rloo(reward), rl_rows)
+        a = jnp.where(rl_rows, a_rl, normalise_clip(lb_adv_bn, valid & ~rl_rows))
+    if format_penalty > 0:
+        a = a + format_advantages(has_marker_bn, format_penalty)
+    return a
+
+
 def bound_term(ll_bn, valid_bn, *, multi_sample: bool):
     """The β_sup term per group [B]: mean_i ll_i (single) or L̂ = logmeanexp_i ll_i (multi)."""
     v = valid_bn.astype(bool)

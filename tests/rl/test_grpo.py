@@ -117,8 +117,6 @@ def test_kl_term_with_reference(setup):
 
 def test_every_registered_objective_imports():
     """Each name the registry lists resolves to a factory (no name without a module behind it)."""
-    from rl import objectives
-
     assert "aipo" not in objectives.names()  # until LlamaRL's AIPO module exists
     for name in objectives.names():
         assert callable(objectives.get(name)), name

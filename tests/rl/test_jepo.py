@@ -237,3 +237,25 @@ def test_partial_group_weighted_like_the_paper():
         part = np.asarray(adv(ll, valid, multi_sample=multi))[0, :3] / 4
         full = np.asarray(adv(ll[:, :3], valid[:, :3], multi_sample=multi))[0] / 3
         np.testing.assert_allclose(part, full, rtol=1e-6)
+
+
+def test_combined_mode_normalises_rl_groups_and_keeps_format_term():
+    """RL groups get the normalised, clipped RLOO advantage plus the format term (not raw RLOO)."""
+    from rl.advantages import rloo
+
+    ll = jnp.array([[-1.0, -3.0, -2.0, -0.5], [-2.0, -2.5, -1.0, -4.0]])
+    valid = jnp.array([[True, True, True, True], [True, True, False, True]])
+    marker = jnp.array([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 1.0]])
+    reward = jnp.array([[0.0, 0.0, 0.0, 0.0], [10.0, 0.0, 0.0, 10.0]])  # group 1 solved
+    rl_group = jnp.array([[False], [True]])
+    fn = jax.jit(jepo.combined_advantages, static_argnums=3)
+    lb = jepo.advantages(ll, valid, multi_sample=True)
+    a = np.asarray(fn(lb, valid, marker, 10.0, reward=reward, rl_group=rl_group))
+    fmt = np.asarray(jepo.format_advantages(marker, 10.0))
+    rl_part = a[1] - fmt[1]
+    assert np.abs(rl_part).max() <= 1.0 + 1e-6  # normalised and clipped, not raw (±6.7)
+    raw = np.asarray(rloo(reward))[1]
+    np.testing.assert_allclose(np.sign(rl_part), np.sign(raw))
+    assert a[1, 2] < a[1, 1]  # same reward, no marker: the format term still applies
+    jepo_only = np.asarray(jepo.normalise_clip(lb, valid.at[1].set(False)))[0]
+    np.testing.assert_allclose(a[0], jepo_only + fmt[0], rtol=1e-5, atol=1e-6)
