@@ -26,7 +26,7 @@ from configs.grpo import ar_rl_config
 def get_config(arg=None):
     v = common.parse_variant(
         arg,
-        {"reward": "none", "multi": True, "beta_sup": 0.01, "kl": 0.0, "tiny": False},
+        {"reward": "none", "multi": True, "beta_sup": 0.01, "kl": 0.05, "tiny": False},
         {"reward": ("none", "exact")},
     )
     c = ar_rl_config("jepo", v)

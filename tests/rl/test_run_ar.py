@@ -77,6 +77,7 @@ def tiny_rollouts():
 
     c = get_config("tiny")
     c.rl.update(prompts_per_step=4, group_size=4, max_new_tokens=8, kl_coef=0.0)
+    c.rl.update(num_eval=5, eval_batch=5, eval_samples=3)
     task, tok = make_task_and_tokenizer(c)
     # A reward with several values per group, so that a shuffle is visible.
     task.reward = lambda text, ex: float(len(text) % 3)
@@ -131,10 +132,42 @@ def test_lr0_control_leaves_parameters_bitwise_unchanged(tiny_rollouts):
         cc = c.copy_and_resolve_references()
         cc.rl.control, cc.rl_optim.warmup_steps = control, 0
         tx = rl_optimizer(cc)
-        new, opt = p, tx.init(p)
-        for _ in range(2):
-            upd, opt = tx.update(g, opt, new)
-            new = optax.apply_updates(new, upd)
+
+        @jax.jit
+        def two_steps(new, tx=tx):
+            opt = tx.init(new)
+            for _ in range(2):
+                upd, opt = tx.update(g, opt, new)
+                new = optax.apply_updates(new, upd)
+            return new
+
+        new = two_steps(p)
         same = jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), p, new)
         moved[control] = not all(jax.tree.leaves(same))
     assert moved == {"lr0": False, "none": True}
+
+
+def test_eval_defaults_are_powered():
+    from configs import grpo, jepo
+
+    for mod in (grpo, jepo):
+        rc = mod.get_config().rl
+        assert rc.num_eval >= 512 and rc.eval_samples >= 4, mod.__name__
+        assert mod.get_config("tiny").rl.num_eval < rc.num_eval  # fewer only in :tiny
+
+
+@pytest.mark.slow
+def test_eval_sizes_are_config_fields(tiny_rollouts, tmp_path):
+    """Held-out sizes come from rl.num_eval / rl.eval_samples; the warm-start cache round-trips."""
+    from rl import ar_eval
+
+    c, _, params, rest, roll, jax = tiny_rollouts
+    state = _state(c, params, rest, jax)
+    scores = ar_eval.cached_evaluate(roll, state, str(tmp_path), c)
+    assert scores["greedy"].shape == (5,) and scores["pass1"].shape == (5, 3)
+    assert scores["answer_ll"].shape == (5,) and np.isfinite(scores["answer_ll"]).all()
+    again = ar_eval.cached_evaluate(roll, state, str(tmp_path), c)
+    for k, v in scores.items():
+        np.testing.assert_array_equal(again[k], v)
+    rows, table = ar_eval.change_report(scores, scores)
+    assert {r["metric"] for r in rows} == set(ar_eval.METRICS) and "95% CI" in table
