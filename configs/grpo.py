@@ -8,9 +8,10 @@ warm start is in the mixed-difficulty band: greedy 63.3%, sampled pass@1 50.6% o
 prompts. It prints greedy accuracy, sampled pass@1 (4 samples) and the 4-sample answer bound on
 512 held-out prompts before and after RL, each change with a paired-bootstrap 95% interval.
 Measured: SFT ~27 min and RL ~20-40 s per step on a 2-core CPU shared with ~7 jobs (load 10-30),
-held-out evaluation ~3-5 min each (RL plus both evaluations ~15-30 min there). Result: no measurable change (greedy -0.6 [-3.3, +2.0] points). No setting tried in the
-sweep (bench/results/grpo_sweep.md) raises held-out accuracy; larger steps lose it, while the
-shuffle control shows the reward itself keeps the policy ~37 points above pure drift.
+held-out evaluation ~3-5 min each (RL plus both evaluations ~15-30 min there). Result: no
+measurable change (greedy -0.6 [-3.3, +2.0] points). No setting tried in the sweep
+(bench/results/grpo_sweep.md) raises held-out accuracy; larger steps lose it, while the shuffle
+control shows the reward itself keeps the policy ~37 points above pure drift.
 
 Variants (after the colon, comma-separated):
   objective=grpo|rloo        grpo: clipped ratio + group mean/std advantage; rloo: leave-one-out
