@@ -1,122 +1,142 @@
-"""JEPO without a verifier vs GRPO with an exact-match reward (arXiv:2503.19618 §4, MATH setting).
+"""JEPO without a verifier vs GRPO/RLOO with one (arXiv:2503.19618 §4, MATH setting), with controls.
 
-Methods, all from the same SFT warm start (one cached SFT run, `configs/grpo.py` defaults) and at
-equal compute (same RL steps, prompts per step, samples per prompt, token budget):
+Methods, all from one cached SFT warm start and at equal sampled tokens (same RL steps, prompts
+per step, samples per prompt and generation length):
+  - `grpo`: GRPO, group mean/std advantage of the exact-match reward;
+  - `rloo`: RLOO, leave-one-out advantage of the exact-match reward (the paper's RL baseline);
   - `jepo_single`: single-sample Jensen bound, leave-one-out baseline, no verifier;
-  - `jepo_multi`: multi-sample (n = group size) bound, log-space LOO baselines, no verifier;
-  - `grpo_exact`: GRPO, group mean/std advantage of the exact-match reward.
-Each runs for several RL seeds (prompt order and sampling). Reported: held-out greedy accuracy
-and the held-out n-sample answer log-likelihood bound (JEPO's proxy NLL), before and after RL.
-The paper finds multi-sample JEPO about as accurate as RL at test time; we report what we find.
+  - `jepo_multi`: multi-sample (n = group size) bound, log-space LOO baselines, no verifier.
+Each method runs per seed with `rl.control=none` and with its `shuffle` control (rewards or
+answer log-likelihoods permuted within groups: same prompts, keys, update sizes and drift, no
+link between a completion and its score). Per seed, the gain over control is a paired bootstrap
+over the held-out prompts of (method after RL) − (control after RL); over seeds, the mean gain
+with a Student-t interval (`rl.evaluation.gain_over_control` on the per-seed changes).
 
-Usage: python -m bench.jepo_vs_rl [--steps=60] [--seeds=0,1,2] [--root=/tmp/jepo_vs_rl]
+Runs go through `bench.ar_sweep` cells (`<root>/cells/<method>_s<seed>[_shuffle].json`), so a
+finished run is never repeated and the sweep's runs with the same settings are reused.
+
+Usage: python -m bench.jepo_vs_rl [--seeds=0,1,2] [--methods=...] [--root=/tmp/arrl]
+       [--steps=N] [--summarise_only]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import time
 
 import numpy as np
 
 from bench.common import device_info, md_table, write_results
 
 METHODS = {
-    "jepo_single": ("jepo", "reward=none,multi=0"),
-    "jepo_multi": ("jepo", "reward=none,multi=1"),
-    "grpo_exact": ("grpo", "objective=grpo"),
+    "grpo": "grpo",
+    "rloo": "grpo:objective=rloo",
+    "jepo_single": "jepo:reward=none,multi=0",
+    "jepo_multi": "jepo:reward=none,multi=1",
 }
+METRICS = (("greedy", 100.0, "points"), ("pass1", 100.0, "points"), ("answer_ll", 1.0, "nats"))
 
 
-def make_config(method: str, seed: int, args):
-    import importlib
+def cell(method: str, seed: int, control: str, steps: int) -> tuple[str, str]:
+    name = f"{method}_s{seed}" + ("" if control == "none" else f"_{control}")
+    spec = f"{name}={METHODS[method]};rl.seed={seed};rl.control={control}"
+    if steps:
+        spec += f";rl.steps={steps}"
+    return name, spec
 
-    name, variant = METHODS[method]
-    c = importlib.import_module(f"configs.{name}").get_config(variant)
-    c.rl.sft_dir = os.path.join(args.root, "sft")
-    c.rl.seed = seed
-    c.rl.steps = args.steps
-    c.rl.prompts_per_step = args.prompts
-    c.rl.num_eval = args.num_eval
-    c.ckpt_every = 0
-    c.log_every = 10
-    return c
+
+def load(root: str, name: str):
+    p = os.path.join(root, "cells", f"{name}.json")
+    if not os.path.exists(p):
+        return None
+    with open(p) as f:
+        rec = json.load(f)
+    with np.load(os.path.join(rec["workdir"], "eval.npz")) as z:
+        rec["scores"] = {k: z[k] for k in z.files}
+    return rec
+
+
+def summarise(root: str, seeds, methods, steps: int, notes: str = "") -> str:
+    from rl import evaluation as ev
+
+    rows, per_seed = [], []
+    for method in methods:
+        changes = {m: ([], []) for m, _, _ in METRICS}
+        for seed in seeds:
+            rec = load(root, cell(method, seed, "none", steps)[0])
+            ctl = load(root, cell(method, seed, "shuffle", steps)[0])
+            if rec is None:
+                continue
+            row = {"method": method, "seed": seed, "min": round(rec["minutes"], 1)}
+            for m, k, _ in METRICS:
+                s = rec["scores"]
+                ch = ev.paired_bootstrap(s[f"before_{m}"], s[f"after_{m}"]).scaled(k)
+                row[f"{m} change"] = str(ch)
+                if ctl is not None:
+                    c = ctl["scores"]
+                    cc = ev.paired_bootstrap(c[f"before_{m}"], c[f"after_{m}"]).scaled(k)
+                    gain = ev.paired_bootstrap(c[f"after_{m}"], s[f"after_{m}"]).scaled(k)
+                    row[f"{m} ctl change"] = str(cc)
+                    row[f"{m} gain vs ctl"] = str(gain)
+                    changes[m][0].append(ch.mean)
+                    changes[m][1].append(cc.mean)
+            per_seed.append(row)
+        row = {"method": method, "seeds": len(changes["greedy"][0])}
+        for m, _, _ in METRICS:
+            meth, ctl = changes[m]
+            if meth:
+                row[f"{m} gain vs ctl"] = str(ev.gain_over_control(meth, ctl))
+        rows.append(row)
+    cols = ["method", "seed"]
+    for m, _, _ in METRICS:
+        cols += [f"{m} change", f"{m} ctl change", f"{m} gain vs ctl"]
+    cols.append("min")
+    seed_table = md_table(per_seed, cols)
+    over = md_table(rows, ["method", "seeds"] + [f"{m} gain vs ctl" for m, _, _ in METRICS])
+    info = device_info()
+    md = (
+        "# JEPO (no verifier) vs GRPO/RLOO (exact match) on arithmetic, with shuffle controls\n\n"
+        f"Device: {info}\n\n"
+        "One shared SFT warm start; every run from it with the configs' defaults (see "
+        "configs/grpo.py, configs/jepo.py), equal sampled tokens per method. Held-out: the "
+        "configs' `rl.num_eval` prompts; greedy = greedy exact match, pass1 = sampled exact "
+        "match averaged over `rl.eval_samples` samples, answer_ll = the n-sample bound "
+        "log mean_i π(a*|x, c_i). Accuracies in points, answer_ll in nats.\n\n"
+        "## Per seed: change from the warm start, the shuffle control's change, and the "
+        "gain over the control (paired bootstrap over prompts, 95%)\n\n"
+        f"{seed_table}\n\n"
+        "## Over seeds: gain over control (mean of per-seed (method − control) changes, "
+        "Student-t 95% interval; NaN with one seed)\n\n"
+        f"{over}\n\n{notes}\n"
+    )
+    write_results("jepo_vs_rl", {"device": info, "per_seed": per_seed, "over_seeds": rows}, md)
+    return seed_table + "\n\n" + over
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--prompts", type=int, default=16)
-    ap.add_argument("--num_eval", type=int, default=128)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--root", default="/tmp/jepo_vs_rl")
+    ap.add_argument("--controls", default="none,shuffle")
+    ap.add_argument("--steps", type=int, default=0, help="0: the configs' rl.steps")
+    ap.add_argument("--root", default="/tmp/arrl")
+    ap.add_argument("--notes", default="", help="a file whose text is appended to the report")
+    ap.add_argument("--summarise_only", action="store_true")
     args = ap.parse_args()
-    from rl.run_ar import run
-
     seeds = [int(s) for s in args.seeds.split(",")]
-    runs = []
-    for seed in seeds:
-        for method in args.methods.split(","):
-            c = make_config(method, seed, args)
-            workdir = os.path.join(args.root, f"{method}_s{seed}")
-            t0 = time.time()
-            out = run(c, workdir)
-            runs.append(
-                {
-                    "method": method,
-                    "seed": seed,
-                    "minutes": (time.time() - t0) / 60,
-                    **{k: out[k] for k in out if k.startswith(("before/", "after/"))},
-                }
-            )
-            summarise(runs, args)
+    methods = args.methods.split(",")
+    if not args.summarise_only:
+        from bench.ar_sweep import run_cell
 
-
-def summarise(runs, args):
-    rows = []
-    for method in METHODS:
-        rs = [r for r in runs if r["method"] == method]
-        if not rs:
-            continue
-        row = {"method": method, "seeds": len(rs)}
-        for k in (
-            "before/accuracy",
-            "after/accuracy",
-            "before/answer_ll",
-            "after/answer_ll",
-            "after/has_marker",
-            "minutes",
-        ):
-            v = np.array([r[k] for r in rs])
-            row[k] = f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v[0]:.3f}"
-        rows.append(row)
-    cols = [
-        "method",
-        "seeds",
-        "before/accuracy",
-        "after/accuracy",
-        "before/answer_ll",
-        "after/answer_ll",
-        "after/has_marker",
-        "minutes",
-    ]
-    table = md_table(rows, cols)
-    print(table)
-    info = device_info()
-    md = (
-        "# JEPO (no verifier) vs GRPO (exact match) on arithmetic chains of thought\n\n"
-        f"Device: {info}\n\nOne shared SFT warm start (configs/grpo.py defaults), then "
-        f"{args.steps} RL steps x {args.prompts} prompts x 4 samples per method and seed "
-        f"(equal compute). Held-out: {args.num_eval} test prompts; accuracy = greedy exact "
-        "match; answer_ll = mean over prompts of the n=4 bound log mean_i pi(a*|x, c_i) "
-        "(c_i sampled at temperature 1). Mean ± std over seeds.\n\n"
-        f"{table}\n"
-    )
-    write_results(
-        "jepo_vs_rl", {"device": info, "args": vars(args), "runs": runs, "summary": rows}, md
-    )
+        for seed in seeds:
+            for method in methods:
+                for control in args.controls.split(","):
+                    name, spec = cell(method, seed, control, args.steps)
+                    if load(args.root, name) is None:
+                        run_cell(spec, args.root)
+    notes = open(args.notes).read() if args.notes else ""
+    print(summarise(args.root, seeds, methods, args.steps, notes))
 
 
 if __name__ == "__main__":

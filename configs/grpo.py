@@ -2,17 +2,25 @@
 
 Default (`--config=configs/grpo.py`): a 4-layer d=128 causal LM (~0.8M parameters) is SFT-trained
 for 400 steps on 2-operation arithmetic derivations ending in "the final answer is N" (cached in
-`workdir/sft`, reused on rerun), then 120 GRPO steps of 16 prompts x 4 samples with the exact-match
-reward. On a 2-core CPU about 10-20 minutes in all (SFT ~9 min and RL ~5 s/step measured on a
-heavily shared machine); it prints held-out greedy accuracy before and after RL (SFT alone: 0.60
-on 128 held-out prompts; see bench/results/jepo_vs_rl.md for what 40 RL steps do).
+`workdir/sft`, reused on rerun), then 24 GRPO steps of 32 prompts x 8 samples (exact-match reward,
+k3 KL 0.05 to the SFT policy, groups with equal rewards dropped as in DAPO, AdamW lr 1e-4). The
+warm start is in the mixed-difficulty band: greedy 63.3%, sampled pass@1 50.6% on 512 held-out
+prompts. It prints greedy accuracy, sampled pass@1 (4 samples) and the 4-sample answer bound on
+512 held-out prompts before and after RL, each change with a paired-bootstrap 95% interval.
+Measured: SFT ~27 min and RL ~20-40 s per step on a 2-core CPU shared with ~7 jobs (load 10-30),
+held-out evaluation ~3-5 min each (RL plus both evaluations ~15-30 min there). Result: no
+measurable change (greedy -0.6 [-3.3, +2.0] points). No setting tried in the sweep
+(bench/results/grpo_sweep.md) raises held-out accuracy; larger steps lose it, while the shuffle
+control shows the reward itself keeps the policy ~37 points above pure drift.
 
 Variants (after the colon, comma-separated):
   objective=grpo|rloo        grpo: clipped ratio + group mean/std advantage; rloo: leave-one-out
   advantage=group_mean_std|group_mean|rloo|batch_norm   override the estimator (group_mean +
                              loss_norm=constant is Dr.GRPO)
   loss_norm=token|sequence|constant
-  kl=0.0                     KL coefficient to the frozen SFT policy (k3 estimator)
+  kl=0.05                    KL coefficient to the frozen SFT policy (k3 estimator)
+  --config.rl.control=lr0|shuffle   the same loop with exact-zero updates or rewards permuted
+                             within each group (rl/evaluation.py); compare runs by paired bootstrap
   tiny                       2 steps of every stage on a tiny model (tests)
 """
 
@@ -43,23 +51,28 @@ def ar_rl_config(experiment: str, v: dict) -> mlc.ConfigDict:
         style="compact",
         microbatches=1,
     )
+    # Measured (bench/results/grpo_sweep.md, 512 held-out prompts): at 32 x 8 rows with a k3 KL
+    # 0.05 to the SFT policy, lr 1e-4 for 24 steps leaves the warm start unchanged (greedy -0.6
+    # [-3.3, +2.0] points); lr 3e-4 x 60 steps loses 10 points, lr 1e-3 x 48 loses 15.
     c.rl_optim = common.optim_config(
-        lr=5e-5, warmup_steps=5, schedule="constant", weight_decay=0.0, clip_norm=1.0
+        lr=1e-4, warmup_steps=5, schedule="constant", weight_decay=0.0, clip_norm=1.0
     )
     c.rl = mlc.ConfigDict(
         dict(
             objective="grpo",
             sft_dir="",  # "" = workdir/sft
             seed=-1,  # RL sampling/prompt-order seed; -1 = config.seed
-            steps=120,
-            prompts_per_step=16,
-            group_size=4,
+            steps=24,
+            prompts_per_step=32,
+            group_size=8,
             inner_steps=1,
             microbatches=1,
             num_train_prompts=2000,
-            num_eval=128,
-            eval_batch=64,
-            eval_samples=4,  # chains of thought per prompt for the held-out n-sample bound
+            num_eval=512,  # held-out prompts (paired bootstrap over prompts)
+            eval_batch=128,  # held-out prompts per sampler call
+            eval_samples=4,  # samples per prompt: sampled pass@1 and the n-sample answer bound
+            control="none",  # "none" | "lr0" (exact-zero updates) | "shuffle" (within groups)
+            drop_zero_var=True,  # DAPO: groups with equal rewards get zero loss weight
             max_prompt_len=16,
             max_new_tokens=48,
             max_answer_tokens=8,
@@ -71,7 +84,7 @@ def ar_rl_config(experiment: str, v: dict) -> mlc.ConfigDict:
             # objective fields (each objective picks the ones it knows)
             clip_eps=0.2,
             clip_eps_high=0.2,
-            kl_coef=0.0,
+            kl_coef=0.05,  # to the frozen SFT policy
             kl_estimator="k3",
             loss_norm="token",
             multi_sample=True,
@@ -104,7 +117,7 @@ def ar_rl_config(experiment: str, v: dict) -> mlc.ConfigDict:
 def get_config(arg=None):
     v = common.parse_variant(
         arg,
-        {"objective": "grpo", "advantage": "", "loss_norm": "token", "kl": 0.0, "tiny": False},
+        {"objective": "grpo", "advantage": "", "loss_norm": "token", "kl": 0.05, "tiny": False},
         {
             "objective": ("grpo", "rloo"),
             "advantage": ("", "group_mean_std", "group_mean", "rloo", "batch_norm"),

@@ -1,21 +1,22 @@
 """JEPO (arXiv:2503.19618): chain-of-thought RL with the answer's log-likelihood as its own reward.
 
-Default (`--config=configs/jepo.py`): the same SFT-warm-started 4-layer causal LM as
-configs/grpo.py (SFT cached in `workdir/sft`), then 120 steps of multi-sample JEPO (16 prompts x
-n=4 chains of thought, leave-one-out log-mean-exp baselines, advantages normalised and clipped to
-[-1, 1], format penalty 10, beta_sup=0.01). With the default `reward=none` no verifier is called
-during training: the only signal is log pi(a*|x, c). It prints held-out greedy accuracy and the
-n=4 answer log-likelihood bound before and after. Measured on a shared (heavily loaded) 2-core
-CPU: SFT 9 min, RL 14 min; SFT alone gave held-out accuracy 0.602 and bound -4.08, after 120 JEPO
-steps 0.562 and -4.06 (128 test prompts, so +-0.043 standard error: no measurable change at this
-budget; see bench/results/jepo_vs_rl.md).
+Default (`--config=configs/jepo.py`): the same SFT-warm-started 4-layer causal LM and RL loop as
+configs/grpo.py (SFT cached in `workdir/sft`; 32 prompts x n=8 chains of thought per update,
+AdamW lr 1e-4, k3 KL 0.05 to the SFT policy), multi-sample JEPO (leave-one-out log-mean-exp
+baselines, advantages normalised and clipped to [-1, 1], format penalty 10, beta_sup=0.01). With
+the default `reward=none` no verifier is called during training: the only signal is
+log pi(a*|x, c). It prints held-out greedy accuracy, sampled pass@1 and the 4-sample answer
+log-likelihood bound on 512 prompts before and after, with paired-bootstrap 95% intervals.
+Not yet measured under these settings (issue 12: the run and its shuffle control did not fit in
+the session); the previous harness (16 x 4, lr 5e-5, 128 prompts) showed no change
+(bench/results/jepo_vs_rl.md).
 
 Variants (after the colon, comma-separated):
   reward=none|exact   none: pure JEPO; exact: combined JEPO+RL (RLOO on groups where the
                       verifier succeeded, JEPO elsewhere)
   multi=1|0           multi-sample (IWAE-style) or single-sample Jensen bound
   beta_sup=0.01       weight of the supervised/bound term
-  kl=0.0              KL coefficient to the frozen SFT policy (paper: 1e-3)
+  kl=0.05             KL coefficient to the frozen SFT policy (k3; paper: 1e-3)
   tiny                2 steps of every stage on a tiny model (tests)
 """
 
@@ -26,7 +27,7 @@ from configs.grpo import ar_rl_config
 def get_config(arg=None):
     v = common.parse_variant(
         arg,
-        {"reward": "none", "multi": True, "beta_sup": 0.01, "kl": 0.0, "tiny": False},
+        {"reward": "none", "multi": True, "beta_sup": 0.01, "kl": 0.05, "tiny": False},
         {"reward": ("none", "exact")},
     )
     c = ar_rl_config("jepo", v)
@@ -36,6 +37,6 @@ def get_config(arg=None):
     c.rl.multi_sample = v["multi"]
     c.rl.beta_sup = v["beta_sup"]
     c.rl.kl_coef = v["kl"]
-    c.rl.kl_estimator = "k1"
+    c.rl.kl_estimator = "k3"  # k1 as a plain sum has zero expected gradient (issue 15.3)
     c.rl.advantage = "rloo"  # for the RL groups of the combined mode
     return c

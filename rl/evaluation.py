@@ -144,6 +144,19 @@ def shuffle_within_groups(x, group_size: int, rng: np.random.Generator) -> np.nd
     return np.take_along_axis(g, order, axis=1).reshape(-1)
 
 
+def shuffle_valid_within_groups(x_bn, valid_bn, rng: np.random.Generator) -> np.ndarray:
+    """Permutes each row's valid entries of `x_bn` [groups, n] among themselves.
+
+    Invalid entries stay where they are, so each group keeps the multiset of its valid values
+    (e.g. JEPO's answer log-likelihoods, where malformed samples carry no score).
+    """
+    out = np.array(x_bn, copy=True)
+    for b in range(out.shape[0]):
+        pos = np.flatnonzero(valid_bn[b])
+        out[b, pos] = out[b, rng.permutation(pos)]
+    return out
+
+
 def control_rng(seed: int, step: int) -> np.random.Generator:
     """The shuffle control's generator for one RL step (a pure function of seed and step, so a
     resumed run shuffles exactly as an uninterrupted one)."""

@@ -4,8 +4,17 @@ Stage 1 is the cached SFT stage (`train.sft.sft_stage`, in `rl.sft_dir` or `work
 samples `group_size` completions for each of `prompts_per_step` training prompts with the KV-cache
 sampler, builds a static-shape batch on the host (rewards, JEPO's [x, c, a*] rows, advantages) and
 applies the objective named by `rl.objective` (GRPO/RLOO arXiv:2402.03300 / 2402.14740; JEPO
-arXiv:2503.19618) through the shared jitted update step. Held-out greedy accuracy and the n-sample
-answer log-likelihood bound (JEPO's proxy NLL) are measured before and after RL.
+arXiv:2503.19618) through the shared jitted update step. Held-out greedy accuracy, sampled pass@1
+and the n-sample answer log-likelihood bound (JEPO's proxy NLL) are measured per prompt before and
+after RL (`rl/ar_eval.py`); the printed table gives each change with a paired-bootstrap 95%
+interval over prompts, and `workdir/eval.npz` keeps the per-prompt scores for benchmarks.
+
+Controls (`rl.control`, see `rl/evaluation.py`): `lr0` runs the identical loop with exact-zero
+updates; `shuffle` permutes the rewards (GRPO/RLOO) or the answer log-likelihoods among the valid
+samples (JEPO) within each group with `control_rng(rl_seed, step)`, so every group keeps its reward
+multiset while the link between a completion and its reward is lost (JEPO's β_sup bound term
+still sees the true answer). `rl.drop_zero_var` removes groups whose rewards are all equal from
+the loss (DAPO, arXiv:2503.14476; shapes stay static: their rows get zero weight).
 
 Rollouts are a pure function of (parameters, step): prompts and the sampling key are derived from
 the step, so a resumed run repeats exactly the rollouts the uninterrupted run would have made.
@@ -22,7 +31,8 @@ from flax import nnx
 
 from data.tasks.arithmetic import MARKER
 from rl import advantages as adv_lib
-from rl import objectives
+from rl import ar_eval, objectives
+from rl import evaluation as ev
 from rl.objectives import jepo
 from rl.sampling.autoregressive import make_sampler
 from train.checkpoint import Checkpointer
@@ -132,22 +142,29 @@ class Rollouts:
                 [self.task.reward(t, ex) for t, ex in zip(texts, examples, strict=True)]
             )
             stats["rl/reward_mean"] = reward.mean()
+            mixed = reward.reshape(-1, n).std(1) > 0
+            stats["rl/mixed_groups"] = mixed.mean()
+            if rc.control == "shuffle":
+                reward = ev.shuffle_within_groups(reward, n, ev.control_rng(self.rl_seed, step))
         if rc.objective in ("grpo", "rloo"):
             if reward is None:
                 raise ValueError(f"objective {rc.objective!r} needs a verifier (rl.reward=exact)")
             a = adv_lib.compute(rc.advantage, reward.reshape(-1, n)).reshape(-1)
             z = np.zeros_like(pt, np.float32)
+            score = np.concatenate([np.zeros_like(pm), out.mask], 1)
+            if rc.drop_zero_var:
+                score = score & np.repeat(mixed, n)[:, None]
             batch = {
                 "tokens": np.concatenate([pt, out.tokens], 1),
                 "mask": np.concatenate([pm, out.mask], 1),
-                "score_mask": np.concatenate([np.zeros_like(pm), out.mask], 1),
+                "score_mask": score,
                 "old_logp": np.concatenate([z, out.logp], 1),
                 "adv": np.asarray(a),
             }
             return batch, stats
-        return self._jepo_batch(state, pt, pm, out, examples, reward, has_marker, stats)
+        return self._jepo_batch(state, pt, pm, out, examples, reward, has_marker, stats, step)
 
-    def _jepo_batch(self, state, pt, pm, out, examples, reward, has_marker, stats):
+    def _jepo_batch(self, state, pt, pm, out, examples, reward, has_marker, stats, step=0):
         rc, n = self.rc, self.rc.group_size
         answers = [int(ex["answer"]) for ex in examples]
         rows = jepo_rows(pt, pm, out.tokens, out.mask, answers, self.tok, rc)
@@ -160,78 +177,53 @@ class Rollouts:
         )
         valid = jnp.asarray(rows["valid"]).reshape(-1, n)
         ll = ll.reshape(-1, n)
-        a = jepo.advantages(ll, valid, multi_sample=rc.multi_sample)
-        a = jepo.normalise_clip(a, valid)
-        if rc.format_penalty > 0:
-            a = a + jepo.format_advantages(
-                jnp.asarray(has_marker).reshape(-1, n), rc.format_penalty
-            )
+        if rc.control == "shuffle":
+            rng = ev.control_rng(self.rl_seed, step)
+            v = rows["valid"].reshape(-1, n)
+            ll = jnp.asarray(ev.shuffle_valid_within_groups(np.asarray(ll), v, rng))
         k = jnp.sum(valid, 1, keepdims=True)
         bound_w = jnp.broadcast_to(k >= 2, valid.shape)
+        rl_group = None
         if rc.combine_rl and reward is not None:
             # Groups where the verifier succeeded: RLOO on the whole sampled generation.
-            r = reward.reshape(-1, n)
-            rl_group = jnp.asarray(r.max(1, keepdims=True) > 0)
+            rl_group = reward.reshape(-1, n).max(1, keepdims=True) > 0
             gen_len = out.mask.sum(1)
             p = pt.shape[1]
             cot = rows["cot_mask"].copy()
-            for i in np.flatnonzero(np.repeat(np.asarray(rl_group[:, 0]), n)):
+            for i in np.flatnonzero(np.repeat(rl_group[:, 0], n)):
                 rows["tokens"][i, p:] = self.tok.pad_id
                 rows["tokens"][i, p : p + gen_len[i]] = out.tokens[i, : gen_len[i]]
                 rows["mask"][i, p:] = np.arange(rows["mask"].shape[1] - p) < gen_len[i]
                 cot[i] = rows["mask"][i] & (np.arange(cot.shape[1]) >= p)
                 rows["ans_mask"][i] = False
             rows["cot_mask"] = cot
-            a = jnp.where(rl_group, adv_lib.rloo(r), a)
             bound_w = bound_w & ~rl_group
             stats["jepo/rl_group_frac"] = float(rl_group.mean())
+        a = jepo.combined_advantages(
+            jepo.advantages(ll, valid, multi_sample=rc.multi_sample),
+            valid,
+            jnp.asarray(has_marker).reshape(-1, n),
+            rc.format_penalty,
+            reward=None if rl_group is None else jnp.asarray(reward.reshape(-1, n)),
+            rl_group=rl_group,
+        )
         stats["jepo/ll_mean"] = float(jnp.sum(ll * valid) / jnp.maximum(jnp.sum(valid), 1))
         batch = dict(
             rows, adv=np.asarray(a).reshape(-1), bound_w=np.asarray(bound_w, np.float32).reshape(-1)
         )
         return batch, stats
 
-    def evaluate(self, state, prefix: str = "eval") -> dict[str, float]:
-        """Greedy held-out accuracy and the n-sample answer log-likelihood bound."""
-        rc, n = self.rc, self.rc.eval_samples
-        correct, marker, bounds = [], [], []
-        for s in range(0, len(self.test), rc.eval_batch):
-            idx = np.arange(s, min(s + rc.eval_batch, len(self.test)))
-            exs = [self.test[i] for i in idx]
-            _, _, g = self._generate(state, self.test_p, idx, None, 1)
-            for ex, t, m in zip(exs, g.tokens, g.mask, strict=True):
-                met = self.task.metrics(self.tok.decode(t[m]), ex)
-                correct.append(met["correct"])
-                marker.append(met.get("has_marker", 0.0))
-            key = jax.random.fold_in(jax.random.key(self.c.seed + 99), s)
-            pt, pm, out = self._generate(state, self.test_p, idx, key, n)
-            rows = jepo_rows(
-                pt,
-                pm,
-                out.tokens,
-                out.mask,
-                [int(ex["answer"]) for ex in exs for _ in range(n)],
-                self.tok,
-                rc,
-            )
-            ll = self.ll_fn(
-                state.params["policy"],
-                state.frozen["policy"],
-                rows["tokens"],
-                rows["mask"],
-                rows["ans_mask"],
-            ).reshape(-1, n)
-            bounds.extend(np.asarray(jepo.logmeanexp(ll, jnp.ones_like(ll, bool))).tolist())
-        return {
-            f"{prefix}/accuracy": float(np.mean(correct)),
-            f"{prefix}/has_marker": float(np.mean(marker)),
-            f"{prefix}/answer_ll": float(np.mean(bounds)),
-        }
+
+def rl_optimizer(config):
+    """The RL optimizer (`config.rl_optim`) under `config.rl.control` (lr0: exact-zero updates)."""
+    optim = dict(config.rl_optim, total_steps=config.rl.steps)
+    return ev.control_optimizer(make_optimizer(optim), config.rl.control)
 
 
 def run(config, workdir: str) -> dict[str, float]:
     """Runner for configs/grpo.py and configs/jepo.py; returns the final metrics."""
     rc = config.rl
+    ev.check_control(rc.control)
     task, tokenizer = make_task_and_tokenizer(config)
     writer = MetricWriter(workdir)
     sft_dir = rc.sft_dir or os.path.join(workdir, "sft")
@@ -240,15 +232,14 @@ def run(config, workdir: str) -> dict[str, float]:
     frozen = {"policy": rest}
     if rc.kl_coef:
         frozen["ref"] = jax.tree.map(jnp.copy, params)
-    optim = dict(config.rl_optim, total_steps=rc.steps)
-    tx = make_optimizer(optim)
+    tx = rl_optimizer(config)
     rl_seed = config.seed if rc.get("seed", -1) < 0 else rc.seed
     state = TrainState.create({"policy": params}, tx, jax.random.key(rl_seed + 5), frozen)
     loss_fn = objectives.get(rc.objective)(graphdef, dict(rc))
     update = make_update_step(loss_fn, tx, num_microbatches=rc.microbatches)
     roll = Rollouts(config, graphdef, task, tokenizer)
-    before = roll.evaluate(state, "before")
-    writer.write(0, before)
+    before = ar_eval.cached_evaluate(roll, state, sft_dir, config)
+    writer.write(0, ar_eval.summary(before, "before"))
     ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=config.keep_checkpoints)
     state, _, _ = restore_or(ckpt, state)
     held = {"state": state, "stats": {}}
@@ -277,30 +268,25 @@ def run(config, workdir: str) -> dict[str, float]:
         prefix_step=sft.steps,
     )
     ckpt.close()
-    after = roll.evaluate(state, "after")
-    writer.write(sft.steps + rc.steps, after)
+    after = ar_eval.evaluate(roll, state)
+    writer.write(sft.steps + rc.steps, ar_eval.summary(after, "after"))
     writer.close()
-    keys = ["train/loss", "rl/reward_mean", "jepo/ll_mean", "rl/has_marker", "rl/gen_len"]
+    np.savez(
+        os.path.join(workdir, "eval.npz"),
+        **{f"before_{k}": v for k, v in before.items()},
+        **{f"after_{k}": v for k, v in after.items()},
+    )
+    keys = ["train/loss", "rl/reward_mean", "jepo/ll_mean", "rl/kl", "rl/mixed_groups"]
     png = plot_metrics(
         writer.jsonl_path,
         keys,
         os.path.join(workdir, "plot.png"),
         title=f"{config.experiment} ({config.variant})",
     )
-    result = {
-        **before,
-        **after,
+    extra = {
         "skipped": int(jax.device_get(state.skipped)),
         "train/loss": last.get("train/loss", float("nan")),
     }
-    print("\n" + "=" * 64)
-    print(
-        f"{config.experiment} on {config.task}: SFT {sft.steps} steps, RL {rc.steps} steps "
-        f"({rc.objective}, reward={rc.reward})"
-    )
-    print(f"  {'':24s}{'before RL':>12s}{'after RL':>12s}")
-    for k in ("accuracy", "has_marker", "answer_ll"):
-        print(f"  held-out {k:15s}{before['before/' + k]:12.4f}{after['after/' + k]:12.4f}")
-    print(f"  skipped updates {result['skipped']}   plot {png}")
-    print("=" * 64)
+    result, text = ar_eval.report(config, sft.steps, before, after, extra)
+    print("\n" + text + f"\nplot {png}")
     return result

@@ -18,7 +18,8 @@ ll = log π(a*|x,c) = Σ_t log π(a*_t | x, c, a*_<t) (a SUM, never divided by |
   malformed text; for well-formed samples it covers the text up to the marker, not the sampled
   answer, which JEPO replaces by a*); β_sup weights the
   supervised/bound term (autodiff through logsumexp gives the self-normalised weights
-  softmax_i(ll_i)); β·KL(π‖π_ref) per token on the sampled tokens.
+  softmax_i(ll_i)); β·KL(π‖π_ref) on the sampled chain-of-thought tokens, in a form whose
+  on-policy gradient is not zero (`kl_rows`; default k3 as in GRPO).
 - Combined JEPO+RL: groups where the verifier succeeded use the RLOO advantage on the sampled
   generation and no bound term (the runner builds those rows; this loss is agnostic).
 
@@ -40,7 +41,7 @@ from rl.objectives.grpo import kl_per_token, ref_logprobs
 from rl.sampling.autoregressive import score_tokens
 
 NEG = -1e30
-DEFAULTS = dict(group_size=4, multi_sample=True, beta_sup=0.0, kl_coef=0.0, kl_estimator="k1")
+DEFAULTS = dict(group_size=4, multi_sample=True, beta_sup=0.0, kl_coef=0.0, kl_estimator="k3")
 
 
 def logmeanexp(x_bn, valid_bn):
@@ -61,16 +62,22 @@ def loo_logmeanexp(x_bn, valid_bn):
 def advantages(ll_bn, valid_bn, *, multi_sample: bool):
     """Raw leave-one-out advantages [B, n] (zero for invalid samples and groups with < 2 valid).
 
-    Single-sample: ll_i − mean_{j≠i} ll_j. Multi-sample: k(L̂ − ṽ_i), k = number of valid.
+    The surrogate averages A_i∇log π(c_i) over the n slots of a group, so a group with k valid
+    samples gets the paper's estimator computed on those k samples: single-sample
+    (n/k)(ll_i − mean_{j≠i} ll_j), i.e. (1/k)Σ_valid; multi-sample n(L̂ − ṽ_i), i.e. Σ_valid, with
+    L̂, ṽ over the valid samples. (Scaling by k instead of n would weight a group with k < n
+    valid samples by k/n relative to the paper.)
     """
     v = valid_bn.astype(bool)
     k = jnp.sum(v, axis=1, keepdims=True).astype(jnp.float32)
     ok = v & (k >= 2)
     ll = jnp.where(v, ll_bn, 0.0)
+    n = ll_bn.shape[1]
     if multi_sample:
-        a = k * (logmeanexp(ll_bn, v)[:, None] - loo_logmeanexp(ll_bn, v))
+        a = n * (logmeanexp(ll_bn, v)[:, None] - loo_logmeanexp(ll_bn, v))
     else:
         a = ll - (jnp.sum(ll, axis=1, keepdims=True) - ll) / jnp.maximum(k - 1.0, 1.0)
+        a = a * n / jnp.maximum(k, 1.0)
     return jnp.where(ok, a, 0.0)
 
 
@@ -93,6 +100,33 @@ def format_advantages(has_marker_bn, penalty: float = 10.0, clip: float = 1.0):
     return normalise_clip(rloo(r), jnp.ones_like(r, bool), clip)
 
 
+def combined_advantages(
+    lb_adv_bn, valid_bn, has_marker_bn, format_penalty: float, *, reward=None, rl_group=None
+):
+    """The final advantage on each sample's chain of thought (or whole generation), [B, n].
+
+    JEPO groups: the lower-bound advantage normalised by its std over the valid samples of the
+    JEPO groups and clipped (App. B.2). Combined JEPO+RL (`reward`, `rl_group` [B, 1] given):
+    groups where the verifier succeeded use the RLOO advantage of the reward, normalised and
+    clipped the same way over the RL groups, so both kinds of group enter one update on the same
+    scale (design: the paper does not say; raw RLOO advantages would weigh RL groups by the
+    reward scale instead). The format advantage (its own normalisation) is added to every group,
+    as in the paper's full update.
+    """
+    from rl.advantages import rloo
+
+    valid = valid_bn.astype(bool)
+    if rl_group is None:
+        a = normalise_clip(lb_adv_bn, valid)
+    else:
+        rl_rows = jnp.broadcast_to(jnp.asarray(rl_group, bool), valid.shape)
+        a_rl = normalise_clip(rloo(reward), rl_rows)
+        a = jnp.where(rl_rows, a_rl, normalise_clip(lb_adv_bn, valid & ~rl_rows))
+    if format_penalty > 0:
+        a = a + format_advantages(has_marker_bn, format_penalty)
+    return a
+
+
 def bound_term(ll_bn, valid_bn, *, multi_sample: bool):
     """The β_sup term per group [B]: mean_i ll_i (single) or L̂ = logmeanexp_i ll_i (multi)."""
     v = valid_bn.astype(bool)
@@ -111,6 +145,30 @@ def surrogate(
     pg = jnp.sum(jax.lax.stop_gradient(adv_bn) * cot_logp_bn, axis=1) / n
     sup = bound_term(ll_bn, valid_bn, multi_sample=multi_sample) * bound_w_b
     return -(pg + beta_sup * sup)
+
+
+def kl_rows(lp_bt, ref_lp_bt, w_bt, estimator: str):
+    """Per-row KL(π‖π_ref) penalty [R] on the weighted (sampled, on-policy) tokens.
+
+    The penalty must have a nonzero expected gradient on-policy. The plain k1 sum
+    Σ_t(log π − log π_ref) does not: its gradient Σ_t∇log π has mean zero under π, so it would
+    regularise nothing. Hence:
+      - `k1`: the score-function form: value Σ_t(log π − log π_ref), gradient
+        sg(Σ_t(log π − log π_ref))·Σ_t∇log π, whose mean is the exact ∇KL(π‖π_ref) of the sequence;
+      - `k2`: Σ_t ½(log π − log π_ref)², gradient Σ_t(log π − log π_ref)∇log π;
+      - `k3`: Σ_t (π_ref/π − log(π_ref/π) − 1) (as in GRPO), gradient Σ_t(1 − π_ref/π)∇log π,
+        whose mean under π is ∇KL(π_ref‖π).
+    """
+    d = (lp_bt - ref_lp_bt) * w_bt
+    if estimator == "k1":
+        k1 = jnp.sum(d, 1)
+        lp = jnp.sum(lp_bt * w_bt, 1)
+        return jax.lax.stop_gradient(k1) * (lp - jax.lax.stop_gradient(lp)) + (
+            jax.lax.stop_gradient(k1)
+        )
+    if estimator == "k2":
+        return jnp.sum(0.5 * d**2, 1)
+    return jnp.sum(kl_per_token(lp_bt, ref_lp_bt, estimator) * w_bt, 1)
 
 
 def make_jepo_loss(graphdef, cfg=None, role: str = "policy"):
@@ -148,7 +206,7 @@ def make_jepo_loss(graphdef, cfg=None, role: str = "policy"):
         }
         ref_lp = ref_logprobs(graphdef, frozen, batch, role)
         if c["kl_coef"] and ref_lp is not None:
-            kl = jnp.sum(kl_per_token(lp, ref_lp, c["kl_estimator"]) * cot_w, 1)
+            kl = kl_rows(lp, ref_lp, cot_w, c["kl_estimator"])
             per_group = per_group + c["kl_coef"] * jnp.mean(groups(kl), 1)
             aux["rl/kl"] = jnp.sum(kl) / jnp.maximum(jnp.sum(cot_w), 1.0)
         return jnp.sum(per_group), jnp.asarray(per_group.shape[0], jnp.float32), aux

@@ -62,3 +62,112 @@ def test_pulse_variants(name, arg, tmp_path):
     assert 0.0 <= out["after/accuracy"] <= 1.0 and np.isfinite(out["after/answer_ll"])
     assert out["skipped"] == 0
     assert (tmp_path / "plot.png").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_rollouts():
+    """A random tiny policy and the runner's Rollouts on tiny arithmetic (no SFT)."""
+    import jax
+
+    from configs.grpo import get_config
+    from rl.run_ar import Rollouts
+    from train.lm import build_transformer
+    from train.sft import make_task_and_tokenizer
+    from train.state import split_module
+
+    c = get_config("tiny")
+    c.rl.update(prompts_per_step=4, group_size=4, max_new_tokens=8, kl_coef=0.0)
+    c.rl.update(num_eval=5, eval_batch=5, eval_samples=3)
+    task, tok = make_task_and_tokenizer(c)
+    # A reward with several values per group, so that a shuffle is visible.
+    task.reward = lambda text, ex: float(len(text) % 3)
+    model = build_transformer(c.model, tok.vocab_size, 0, causal=True, max_len=64)
+    graphdef, params, rest = split_module(model)
+    return c, graphdef, params, rest, Rollouts(c, graphdef, task, tok), jax
+
+
+def _state(c, params, rest, jax):
+    from rl.run_ar import rl_optimizer
+    from train.state import TrainState
+
+    return TrainState.create(
+        {"policy": params}, rl_optimizer(c), jax.random.key(0), {"policy": rest}
+    )
+
+
+def test_shuffle_control_keeps_each_groups_rewards(tiny_rollouts):
+    c, _, params, rest, roll, jax = tiny_rollouts
+    state = _state(c, params, rest, jax)
+    n, moved = c.rl.group_size, 0
+    for step in range(2):
+        roll.rc.control = "none"
+        plain, _ = roll.batch(state, step)
+        roll.rc.control = "shuffle"
+        shuf, _ = roll.batch(state, step)
+        np.testing.assert_array_equal(plain["tokens"], shuf["tokens"])  # same prompts and keys
+        a, b = plain["adv"].reshape(-1, n), shuf["adv"].reshape(-1, n)
+        np.testing.assert_allclose(np.sort(a, 1), np.sort(b, 1), atol=1e-6)
+        moved += int((np.abs(a - b) > 1e-6).any())
+    roll.rc.control = "none"
+    assert moved > 0, "the shuffle never changed which completion got which reward"
+
+
+def test_lr0_control_leaves_parameters_bitwise_unchanged(tiny_rollouts):
+    """The same nonzero GRPO gradient moves the parameters under control=none, not under lr0."""
+    import jax.numpy as jnp
+    import optax
+
+    from rl import objectives
+    from rl.run_ar import rl_optimizer
+
+    c, graphdef, params, rest, roll, jax = tiny_rollouts
+    state = _state(c, params, rest, jax)
+    batch, _ = roll.batch(state, 0)
+    assert np.abs(batch["adv"]).max() > 0
+    loss = objectives.get("grpo")(graphdef, dict(c.rl))
+    p = {"policy": params}
+    g = jax.jit(jax.grad(lambda q: loss(q, {"policy": rest}, batch, None)[0]))(p)
+    moved = {}
+    for control in ("lr0", "none"):
+        cc = c.copy_and_resolve_references()
+        cc.rl.control, cc.rl_optim.warmup_steps = control, 0
+        tx = rl_optimizer(cc)
+
+        @jax.jit
+        def two_steps(new, tx=tx):
+            opt = tx.init(new)
+            for _ in range(2):
+                upd, opt = tx.update(g, opt, new)
+                new = optax.apply_updates(new, upd)
+            return new
+
+        new = two_steps(p)
+        same = jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), p, new)
+        moved[control] = not all(jax.tree.leaves(same))
+    assert moved == {"lr0": False, "none": True}
+
+
+def test_eval_defaults_are_powered():
+    from configs import grpo, jepo
+
+    for mod in (grpo, jepo):
+        rc = mod.get_config().rl
+        assert rc.num_eval >= 512 and rc.eval_samples >= 4, mod.__name__
+        assert mod.get_config("tiny").rl.num_eval < rc.num_eval  # fewer only in :tiny
+
+
+@pytest.mark.slow
+def test_eval_sizes_are_config_fields(tiny_rollouts, tmp_path):
+    """Held-out sizes come from rl.num_eval / rl.eval_samples; the warm-start cache round-trips."""
+    from rl import ar_eval
+
+    c, _, params, rest, roll, jax = tiny_rollouts
+    state = _state(c, params, rest, jax)
+    scores = ar_eval.cached_evaluate(roll, state, str(tmp_path), c)
+    assert scores["greedy"].shape == (5,) and scores["pass1"].shape == (5, 3)
+    assert scores["answer_ll"].shape == (5,) and np.isfinite(scores["answer_ll"]).all()
+    again = ar_eval.cached_evaluate(roll, state, str(tmp_path), c)
+    for k, v in scores.items():
+        np.testing.assert_array_equal(again[k], v)
+    rows, table = ar_eval.change_report(scores, scores)
+    assert {r["metric"] for r in rows} == set(ar_eval.METRICS) and "95% CI" in table
