@@ -159,7 +159,9 @@ class HFTokenizer:
 
         file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
         if not os.path.isfile(file):
-            raise FileNotFoundError(
+            from models.errors import MissingFileError
+
+            raise MissingFileError(
                 f"no tokenizer.json at {path!r}: put the checkpoint's HF tokenizer file there "
                 "(nothing is downloaded at run time)"
             )

@@ -11,3 +11,8 @@ from __future__ import annotations
 
 class UserError(Exception):
     """Input the user can fix: printed as one line, exit code 2, no traceback."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or directory the config names is not there (still a FileNotFoundError for callers
+    that catch that)."""

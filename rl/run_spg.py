@@ -108,12 +108,13 @@ def load_base_model(config):
     """
     from data.tokenizer import HFTokenizer
     from models.convert import load_hf_checkpoint
+    from models.errors import MissingFileError
     from models.sharding import make_mesh, state_shardings
     from models.transformer import TransformerConfig
 
     path = config.rl.init_weights
     if not os.path.isdir(path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"rl.init_weights={path!r} is not a directory; download the checkpoint (e.g. "
             "GSAI-ML/LLaDA-8B-Instruct: *.safetensors and tokenizer.json) there yourself"
         )

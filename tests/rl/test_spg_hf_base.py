@@ -173,3 +173,15 @@ def test_base_weights_are_fsdp_sharded_on_load(hf_dir, tmp_path):
         env={**os.environ, "PYTHONPATH": root},
     )
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_missing_checkpoint_dir_is_a_user_error(tmp_path):
+    """A missing `rl.init_weights` is the user's to fix: launch.main prints it as one line."""
+    from configs import spg as spg_config
+    from models.errors import UserError
+    from rl.run_spg import load_base_model
+
+    c = spg_config.get_config("tiny")
+    c.rl.init_weights = str(tmp_path / "nowhere")
+    with pytest.raises(UserError, match="nowhere"):
+        load_base_model(c)
