@@ -172,15 +172,9 @@ def write_result(workdir: str, result) -> None:
     """Writes the runner's final metrics to `workdir/result.json` (atomically)."""
     if not isinstance(result, dict):
         return
-    clean = {}
-    for k, v in result.items():
-        try:
-            clean[k] = float(v)
-        except (TypeError, ValueError):
-            clean[k] = str(v)
+    from train.metrics import write_result_file
+
     try:
-        _write_atomic(
-            os.path.join(workdir, "result.json"), json.dumps(clean, indent=2, sort_keys=True)
-        )
+        write_result_file(workdir, result)
     except OSError as e:
         raise _os_error(workdir, e) from None

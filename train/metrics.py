@@ -131,3 +131,29 @@ def read_metrics(jsonl_path: str) -> list[dict]:
                 continue
             by_step.setdefault(rec["step"], {}).update(rec)
     return [by_step[s] for s in sorted(by_step)]
+
+
+def clean_result(result: dict) -> dict:
+    """A run's final metrics with every value a float or, failing that, a string (JSON-safe)."""
+    clean = {}
+    for k, v in result.items():
+        try:
+            clean[k] = float(v)
+        except (TypeError, ValueError):
+            clean[k] = str(v)
+    return clean
+
+
+def write_result_file(workdir: str, result: dict) -> dict:
+    """Writes `clean_result(result)` to `workdir/result.json` atomically; returns it.
+
+    Raises:
+      OSError: the workdir cannot be written.
+    """
+    clean = clean_result(result)
+    path = os.path.join(workdir, "result.json")
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(clean, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+    return clean

@@ -24,7 +24,7 @@ import numpy as np
 from models.sharding import batch_shardings, make_mesh, state_shardings
 from train.checkpoint import Checkpointer, CheckpointError
 from train.loop import restore_or
-from train.metrics import MetricWriter
+from train.metrics import MetricWriter, clean_result, write_result_file
 from train.plot import plot_metrics
 from train.step import make_update_step
 
@@ -187,16 +187,10 @@ def finish(
     Returns:
       `result` with every value a float or a string.
     """
-    clean = {}
-    for k, v in result.items():
-        try:
-            clean[k] = float(v)
-        except (TypeError, ValueError):
-            clean[k] = str(v)
+    clean = clean_result(result)
     if not is_main_process():
         return clean
-    with open(os.path.join(workdir, "result.json"), "w") as f:
-        json.dump(clean, f, indent=2, sort_keys=True)
+    write_result_file(workdir, clean)
     png = os.path.join(workdir, "plot.png")
     if os.path.exists(metrics_path):
         plot_metrics(metrics_path, plot_keys, png, title=title)
