@@ -168,8 +168,15 @@ def draw_masks(
     return MaskDraw(masked, scored, weight, prompt_masked)
 
 
+def subs_logits(logits: jax.Array, mask_id: int) -> jax.Array:
+    """Logits with the mask token removed from the support (logit -inf), MDLM's SUBS."""
+    return logits.at[..., mask_id].set(-jnp.inf)
+
+
 def completion_logps(model, prompt_bp, prompt_mask_bp, completion_bg, draw: MaskDraw, mask_id):
     """log pi(x_i | z_j) for every completion position, fp32 [B, m, G].
+
+    The distribution excludes the mask token (SUBS), the same normalisation the sampler uses.
 
     One forward pass over all m perturbations: the batch is [B*m, P+G] with the prompt's key
     padding mask, so left padding is never attended to.
@@ -182,7 +189,10 @@ def completion_logps(model, prompt_bp, prompt_mask_bp, completion_bg, draw: Mask
     key_mask = jnp.concatenate([prompt_mask_bp, jnp.ones((b, g), bool)], axis=-1)
     key_mask = jnp.broadcast_to(key_mask[:, None, :], (b, m, p + g)).reshape(b * m, p + g)
     logits = model(tokens, mask_bt=key_mask).logits[:, p:].astype(jnp.float32)
-    logp = jax.nn.log_softmax(logits, axis=-1)
+    # MDLM's SUBS parameterisation, as in the sampler (`rl.sampling.diffusion`): the mask token is
+    # never a clean token, so its logit is -inf and the softmax normalises over the rest. The
+    # policy that is scored is then exactly the one that is sampled.
+    logp = jax.nn.log_softmax(subs_logits(logits, mask_id), axis=-1)
     tgt = jnp.broadcast_to(completion_bg[:, None, :], (b, m, g)).reshape(b * m, g)
     return jnp.take_along_axis(logp, tgt[..., None], axis=-1)[..., 0].reshape(b, m, g)
 

@@ -79,11 +79,14 @@ def make_mdlm_loss(graphdef, mask_id: int, eos_id: int, role: str = "policy") ->
         t, masked = mdlm_mask(rng, region)
         x_t = jnp.where(masked, mask_id, target)
         out = model(x_t)  # bidirectional, no key padding: trailing EOS is content here
-        lp = token_logprobs(out.logits, target)
+        # SUBS: the mask token is never a target, so it leaves the softmax (as in the sampler and
+        # the RL likelihood); argmax accuracy below uses the same support.
+        logits = out.logits.at[..., mask_id].set(-jnp.inf)
+        lp = token_logprobs(logits, target)
         w = masked.astype(jnp.float32)
         length = jnp.maximum(jnp.sum(region, axis=1), 1).astype(jnp.float32)
         per_seq = -jnp.sum(lp * w, axis=1) / t / length
-        correct = (jnp.argmax(out.logits, -1) == target).astype(jnp.float32)
+        correct = (jnp.argmax(logits, -1) == target).astype(jnp.float32)
         aux = {"train/masked_acc": jnp.sum(correct * w) / jnp.maximum(jnp.sum(w), 1.0)}
         return jnp.sum(per_seq), jnp.asarray(tokens.shape[0], jnp.float32), aux
 

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from rl.likelihood import subs_logits
+
 REMASKING = ("low_confidence", "random")
 
 
@@ -92,8 +94,9 @@ def make_sampler(
             step_key = jax.random.fold_in(rng, i)
             tokens = jnp.concatenate([prompt_bp, x_bg], axis=1)
             logits = model(tokens, mask_bt=key_mask).logits[:, p:].astype(jnp.float32)
-            # Never propose the mask token itself (MDLM's SUBS parameterisation).
-            logits = logits.at[..., mask_id].set(-jnp.inf)
+            # Never propose the mask token itself (MDLM's SUBS parameterisation); the likelihood
+            # (`rl.likelihood.completion_logps`) and the MDLM loss normalise the same way.
+            logits = subs_logits(logits, mask_id)
             if temperature > 0:
                 gumbel = jax.random.gumbel(step_key, logits.shape, jnp.float32)
                 proposal = jnp.argmax(logits / temperature + gumbel, axis=-1)

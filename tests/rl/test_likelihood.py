@@ -253,3 +253,39 @@ def test_block_exact_elbo_is_unbiased_for_block_bound():
     ll = lk.completion_logps(model, jnp.asarray([prompt]), pm, comp, d, MASK)
     per = np.asarray(jnp.sum(jnp.where(d.scored, ll, 0), -1) * d.weight)[0]
     assert abs(per.mean() - total) < 4 * per.std() / np.sqrt(per.size) + 1e-3
+
+
+def test_likelihood_and_sampler_normalise_alike_without_the_mask_token():
+    """Issue 15 item 6: the scored policy is the sampled one (SUBS: the mask token has no mass).
+
+    A model whose mask logit is huge would put almost all softmax mass on the mask token if the
+    likelihood kept it; with SUBS the log-probabilities over the real tokens sum to one and do not
+    depend on the mask logit at all.
+    """
+    import types
+
+    vocab, mask = 7, 6
+    base = jax.random.normal(jax.random.PRNGKey(3), (1, 5, vocab))
+
+    def fake(mask_logit):
+        def call(tokens, mask_bt=None):
+            b, t = tokens.shape
+            logits = jnp.broadcast_to(base[:, :1], (b, t, vocab)).at[..., mask].set(mask_logit)
+            return types.SimpleNamespace(logits=logits)
+
+        return call
+
+    prompt = jnp.asarray([[1, 2]])
+    pm = jnp.ones((1, 2), bool)
+    comp = jnp.asarray([[0, 3, 4]])
+    d = lk.MaskDraw(
+        masked=jnp.ones((1, 1, 3), bool),
+        scored=jnp.ones((1, 1, 3), bool),
+        weight=jnp.ones((1, 1)),
+        prompt_masked=jnp.zeros((1, 1, 2), bool),
+    )
+    lo = lk.completion_logps(fake(-5.0), prompt, pm, comp, d, mask)
+    hi = lk.completion_logps(fake(50.0), prompt, pm, comp, d, mask)
+    np.testing.assert_allclose(lo, hi, rtol=0, atol=1e-6)
+    ref = jax.nn.log_softmax(base[0, 0, :mask])  # the real tokens only
+    np.testing.assert_allclose(lo[0, 0], ref[jnp.asarray([0, 3, 4])], atol=1e-6)
