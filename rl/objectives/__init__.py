@@ -22,6 +22,7 @@ _MODULES = {
     "grpo": "rl.objectives.grpo",
     "rloo": "rl.objectives.grpo",
     "jepo": "rl.objectives.jepo",
+    "aipo": "rl.objectives.aipo",
 }
 
 
