@@ -1,0 +1,253 @@
+"""The weight channel: trainer shards to generator shards, device to device ("DDMA-JAX").
+
+LlamaRL (arXiv:2505.24034) syncs weights with distributed direct memory access: every trainer
+shard goes straight to the generator devices that need it, with no gather on one rank and no
+host or disk hop (spec `llamarl.md` §1, §6.3). In JAX that is `jax.device_put(tree,
+dst_shardings)` between two meshes, issued at top level between compiled calls (a cross-mesh
+move inside jit is an error).
+
+`sync_trainer_to_generator` moves a parameter tree in buckets of about `bucket_bytes` (peers
+found per-tensor transfers 10x slower than bucketed ones), optionally casting to a lower dtype on
+the trainer mesh before sending (half the bytes on the wire). When a leaf's destination layout
+differs from its source layout the move is two-hop: (1) a jitted identity/cast on the trainer
+mesh whose `out_shardings` already use the destination's PartitionSpec, (2) a same-layout
+`device_put` to the generator mesh, so each shard crosses once. (Single-process `device_put`
+could reshard in one call; the two-hop form is what a multi-process run needs, so it is the one
+used and tested.) Every bucket carries a checksum, the sum of squares of its values computed on
+both sides; a mismatch raises. `WeightChannel` stamps each set with a version, refuses a version
+that does not increase, and keeps the newest few sets on the generator (double buffering: the
+generator keeps decoding with version v while v+1 arrives).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from rl.distributed.channels import ChannelClosed, ChannelTimeout
+
+
+class WeightSyncError(RuntimeError):
+    """A bucket's checksum differs after the transfer, or versions went backwards."""
+
+
+@dataclasses.dataclass
+class SyncReport:
+    """What one sync moved (the §8 weight-sync metrics)."""
+
+    version: int
+    bytes: int
+    seconds: float
+    buckets: int
+    two_hop_leaves: int
+    checksums: list  # [(source, destination)] sum of squares per bucket
+
+    def metrics(self, prefix: str = "ws") -> dict[str, float]:
+        return {
+            f"{prefix}/bytes": float(self.bytes),
+            f"{prefix}/seconds": self.seconds,
+            f"{prefix}/gb_per_s": self.bytes / max(self.seconds, 1e-9) / 1e9,
+            f"{prefix}/buckets": float(self.buckets),
+            f"{prefix}/version": float(self.version),
+        }
+
+
+def _is_sharding(x) -> bool:
+    return isinstance(x, NamedSharding)
+
+
+def plan_buckets(nbytes: list[int], bucket_bytes: int) -> list[list[int]]:
+    """Groups leaf indices, in order, into buckets of at most `bucket_bytes` (a larger leaf is
+    a bucket of its own)."""
+    buckets, cur, size = [], [], 0
+    for i, n in enumerate(nbytes):
+        if cur and size + n > bucket_bytes:
+            buckets.append(cur)
+            cur, size = [], 0
+        cur.append(i)
+        size += n
+    if cur:
+        buckets.append(cur)
+    return buckets
+
+
+def _fits(spec: PartitionSpec, shape, mesh) -> bool:
+    """`spec` names only axes of `mesh` and each sharded dimension divides evenly."""
+    for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        if any(a not in mesh.shape for a in names):
+            return False
+        if dim % int(np.prod([mesh.shape[a] for a in names] or [1])):
+            return False
+    return True
+
+
+_JIT_CACHE: dict = {}
+
+
+def _hop1(shardings: tuple, dtype):
+    """Jitted per-bucket cast + re-layout on the source mesh (cached per bucket signature)."""
+    key = (shardings, None if dtype is None else jnp.dtype(dtype).name)
+    if key not in _JIT_CACHE:
+
+        def fn(xs):
+            return [x if dtype is None else x.astype(dtype) for x in xs]
+
+        _JIT_CACHE[key] = jax.jit(fn, out_shardings=list(shardings))
+    return _JIT_CACHE[key]
+
+
+@jax.jit
+def _sumsq(xs):
+    return sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in xs)
+
+
+def sync_trainer_to_generator(
+    params,
+    dst_shardings,
+    *,
+    version: int,
+    bucket_bytes: int = 512 << 20,
+    cast_dtype=None,
+    checksum: bool = True,
+    rtol: float = 1e-5,
+):
+    """Moves `params` (on the trainer mesh) to `dst_shardings` (on the generator mesh).
+
+    Args:
+      params: pytree of jax.Arrays committed to the trainer's devices.
+      dst_shardings: pytree of NamedSharding with the same structure (generator layout).
+      version: the weight version being sent (stamped on the report).
+      bucket_bytes: bucket size in bytes, measured after the cast.
+      cast_dtype: e.g. `jnp.bfloat16` to cast floating leaves on the trainer mesh before sending.
+      checksum: compare the sum of squares of every bucket on both sides (a host sync).
+      rtol: relative tolerance of the checksum (reduction order differs between layouts).
+
+    Returns:
+      (params on the generator mesh, SyncReport).
+
+    Raises:
+      WeightSyncError: a bucket's checksum differs.
+    """
+    t0 = time.perf_counter()
+    leaves, treedef = jax.tree.flatten(params)
+    dst = jax.tree.leaves(dst_shardings, is_leaf=_is_sharding)
+    if len(dst) != len(leaves):
+        raise ValueError(f"{len(leaves)} parameters but {len(dst)} destination shardings")
+
+    def out_dtype(x):
+        floating = jnp.issubdtype(x.dtype, jnp.floating)
+        return jnp.dtype(cast_dtype) if cast_dtype is not None and floating else x.dtype
+
+    nbytes = [int(x.size) * out_dtype(x).itemsize for x in leaves]
+    out = [None] * len(leaves)
+    sums, two_hop = [], 0
+    for bucket in plan_buckets(nbytes, bucket_bytes):
+        xs = [leaves[i] for i in bucket]
+        mid = []
+        for i in bucket:
+            src, want = leaves[i].sharding, dst[i]
+            same = src.spec == want.spec
+            if not same and _fits(want.spec, leaves[i].shape, src.mesh):
+                two_hop += 1
+                mid.append(NamedSharding(src.mesh, want.spec))
+            else:
+                mid.append(src)
+        casts = cast_dtype is not None and any(out_dtype(x) != x.dtype for x in xs)
+        if casts or any(m is not leaves[i].sharding for m, i in zip(mid, bucket)):
+            xs = _hop1(tuple(mid), cast_dtype if casts else None)(xs)
+        moved = jax.device_put(xs, [dst[i] for i in bucket])
+        if checksum:
+            a, b = (float(v) for v in jax.device_get((_sumsq(xs), _sumsq(moved))))
+            if abs(a - b) > rtol * max(abs(a), 1e-30):
+                raise WeightSyncError(
+                    f"weight sync v{version}: bucket checksum {b!r} != source {a!r} "
+                    f"(leaves {bucket[0]}..{bucket[-1]})"
+                )
+            sums.append((a, b))
+        for i, y in zip(bucket, moved):
+            out[i] = y
+    jax.block_until_ready(out)
+    report = SyncReport(
+        version=int(version),
+        bytes=sum(nbytes),
+        seconds=time.perf_counter() - t0,
+        buckets=len(plan_buckets(nbytes, bucket_bytes)),
+        two_hop_leaves=two_hop,
+        checksums=sums,
+    )
+    return jax.tree.unflatten(treedef, out), report
+
+
+class WeightChannel:
+    """Version-stamped weight sets on the generator side, newest `keep` kept (double buffer).
+
+    `publish` is called by the trainer's loop (it runs the sync); the generator's loop calls
+    `wait_for(v)` to block until version >= v (or exactly v) is there, with a timeout.
+
+    Args:
+      dst_shardings: the generator's parameter shardings.
+      keep: how many versions to keep (k + 1 for staleness k lets the generator pick any
+        admissible version deterministically).
+      timeout_s: default wait timeout.
+      **sync_kw: passed to `sync_trainer_to_generator` (bucket_bytes, cast_dtype, checksum).
+    """
+
+    def __init__(self, dst_shardings, keep: int = 2, timeout_s: float | None = 60.0, **sync_kw):
+        self.dst_shardings, self.keep, self.timeout_s = dst_shardings, max(int(keep), 1), timeout_s
+        self.sync_kw = sync_kw
+        self._sets: dict[int, object] = {}
+        self._cv = threading.Condition()
+        self._closed = False
+        self.reports: list[SyncReport] = []
+
+    @property
+    def latest_version(self) -> int:
+        with self._cv:
+            return max(self._sets, default=-1)
+
+    def publish(self, params, version: int) -> SyncReport:
+        """Syncs `params` to the generator mesh as `version` (must exceed every earlier one)."""
+        if version <= self.latest_version:
+            raise WeightSyncError(
+                f"weight version {version} is not newer than {self.latest_version}"
+            )
+        moved, report = sync_trainer_to_generator(
+            params, self.dst_shardings, version=version, **self.sync_kw
+        )
+        with self._cv:
+            self._sets[int(version)] = moved
+            for v in sorted(self._sets)[: -self.keep]:
+                del self._sets[v]
+            self.reports.append(report)
+            self._cv.notify_all()
+        return report
+
+    def wait_for(self, version: int, *, exact: bool = False, timeout: float | None = None):
+        """(version, params) with version >= `version` (the newest), or == it when `exact`."""
+        timeout = self.timeout_s if timeout is None else timeout
+
+        def ready():
+            return (version in self._sets) if exact else self.latest_version >= version
+
+        with self._cv:
+            if not self._cv.wait_for(lambda: ready() or self._closed, timeout):
+                raise ChannelTimeout(
+                    f"weights: waited {timeout:.1f} s for version {version}; the trainer is not "
+                    "responding"
+                )
+            if not ready():
+                raise ChannelClosed("weight channel is closed")
+            v = version if exact else max(self._sets)
+            return v, self._sets[v]
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()

@@ -1,0 +1,90 @@
+"""Run in a subprocess with 8 fake CPU devices (see test_weight_sync.py); prints one JSON line."""
+
+import json
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+)
+os.environ["JAX_PLATFORMS"] = "cpu"
+os.environ["LMRL_NO_PROGRESS"] = "1"
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def _params(mesh):
+    from flax import nnx
+
+    from models.sharding import state_shardings
+    from models.transformer import Transformer, TransformerConfig
+    from train.state import split_module
+
+    cfg = TransformerConfig(
+        vocab_size=16, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_len=16
+    )
+    _, p, _ = split_module(Transformer(cfg, rngs=nnx.Rngs(params=0)))
+    return p, lambda m: state_shardings(p, m)
+
+
+def weight_sync():
+    from models.sharding import make_mesh
+    from rl.distributed.weight_sync import WeightChannel, WeightSyncError, sync_trainer_to_generator
+
+    d = jax.devices()
+    tmesh = make_mesh((1, 2, 2), d[:4])
+    p, shard = _params(tmesh)
+    src = jax.device_put(p, shard(tmesh))
+    out = {}
+    for name, gshape in [("equal", (1, 2, 2)), ("different", (1, 1, 4)), ("dp", (4, 1, 1))]:
+        gmesh = make_mesh(gshape, d[4:])
+        want = shard(gmesh)
+        moved, rep = sync_trainer_to_generator(src, want, version=1, bucket_bytes=4096)
+        a, b = jax.tree.leaves(src), jax.tree.leaves(moved)
+        ws = jax.tree.leaves(want, is_leaf=lambda x: isinstance(x, jax.sharding.NamedSharding))
+        out[name] = {
+            "bitwise": all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b)),
+            "dtype": all(x.dtype == y.dtype for x, y in zip(a, b)),
+            "on_generator": all(
+                set(y.devices()) <= set(d[4:]) and y.sharding.spec == w.spec for y, w in zip(b, ws)
+            ),
+            "buckets": rep.buckets,
+            "two_hop": rep.two_hop_leaves,
+            "leaves": len(a),
+            "specs_differ": sum(x.sharding.spec != w.spec for x, w in zip(a, ws)),
+        }
+    gmesh = make_mesh((1, 1, 4), d[4:])
+    moved, rep = sync_trainer_to_generator(src, shard(gmesh), version=2, cast_dtype=jnp.bfloat16)
+    rel = max(
+        float(np.max(np.abs(np.asarray(y, np.float32) - np.asarray(x)) / (np.abs(x) + 1e-30)))
+        for x, y in zip(jax.tree.leaves(src), jax.tree.leaves(moved))
+    )
+    out["bf16"] = {
+        "dtype": sorted({str(y.dtype) for y in jax.tree.leaves(moved)}),
+        "max_rel_err": rel,
+        "bytes_ratio": rep.bytes / sum(x.nbytes for x in jax.tree.leaves(src)),
+    }
+    ch = WeightChannel(shard(gmesh), keep=2, timeout_s=1.0)
+    versions = []
+    for v in (0, 1, 2):
+        ch.publish(src, v)
+        versions.append(ch.latest_version)
+    try:
+        ch.publish(src, 2)
+        out["refused_old_version"] = False
+    except WeightSyncError:
+        out["refused_old_version"] = True
+    out["versions"] = versions
+    out["kept"] = sorted(ch._sets)
+    out["exact_1"] = ch.wait_for(1, exact=True)[0]
+    out["newest"] = ch.wait_for(0)[0]
+    return out
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1]
+    print(json.dumps({"weight_sync": weight_sync}[mode]()))

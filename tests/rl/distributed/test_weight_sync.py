@@ -1,0 +1,59 @@
+"""The weight channel on 8 fake CPU devices (trainer mesh on 0-3, generator mesh on 4-7):
+bitwise equal after mesh->mesh for equal and different specs, versions monotone, bf16 error
+bounded (run in a subprocess: the device count is fixed at JAX start-up)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rl.distributed.weight_sync import plan_buckets
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+
+
+def _check(mode: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, os.path.join(HERE, "dist_check.py"), mode],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
+
+
+def test_plan_buckets():
+    assert plan_buckets([4, 4, 4, 10, 1], 8) == [[0, 1], [2], [3], [4]]
+    assert plan_buckets([1, 1], 100) == [[0, 1]]
+
+
+@pytest.fixture(scope="module")
+def ws():
+    return _check("weight_sync")
+
+
+def test_sync_is_bitwise_for_equal_and_different_specs(ws):
+    for name in ("equal", "different", "dp"):
+        r = ws[name]
+        assert r["bitwise"] and r["dtype"] and r["on_generator"], (name, r)
+        assert r["buckets"] > 1  # 4 KiB buckets split the tiny model
+    assert ws["equal"]["specs_differ"] == 0 and ws["equal"]["two_hop"] == 0
+    assert ws["different"]["specs_differ"] > 0
+    assert ws["different"]["two_hop"] == ws["different"]["specs_differ"]
+
+
+def test_bf16_cast_error_is_bounded(ws):
+    assert ws["bf16"]["dtype"] == ["bfloat16"]
+    assert ws["bf16"]["max_rel_err"] <= 2.0**-8  # bf16 unit roundoff (8-bit significand)
+    assert ws["bf16"]["bytes_ratio"] == 0.5
+
+
+def test_versions_are_monotone_and_double_buffered(ws):
+    assert ws["versions"] == [0, 1, 2] and ws["refused_old_version"]
+    assert ws["kept"] == [1, 2] and ws["exact_1"] == 1 and ws["newest"] == 2
