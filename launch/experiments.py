@@ -15,6 +15,7 @@ EXPERIMENTS = {
     "fred": "fed.experiment_fred:run",
     "treepiece": "parsing.experiment:run",
     "waltz": "rl.run_waltz:run",
+    "llamarl": "rl.distributed.run:run",
 }
 
 

@@ -125,11 +125,15 @@ class Rollouts:
         out = jax.device_get(out)
         return pt, pm, out
 
+    def prompt_indices(self, step: int) -> np.ndarray:
+        """The training prompts of `step` (a pure function of the RL seed and the step)."""
+        rng = np.random.default_rng([self.rl_seed, step])
+        return rng.choice(len(self.train), self.rc.prompts_per_step, replace=False)
+
     def batch(self, state, step: int):
         """The training batch for `step` and host statistics."""
         rc, n = self.rc, self.rc.group_size
-        rng = np.random.default_rng([self.rl_seed, step])
-        idx = rng.choice(len(self.train), rc.prompts_per_step, replace=False)
+        idx = self.prompt_indices(step)
         key = jax.random.fold_in(jax.random.key(self.rl_seed + 17), step)
         pt, pm, out = self._generate(state, self.train_p, idx, key, n)
         examples = [self.train[i] for i in idx for _ in range(n)]
@@ -146,7 +150,7 @@ class Rollouts:
             stats["rl/mixed_groups"] = mixed.mean()
             if rc.control == "shuffle":
                 reward = ev.shuffle_within_groups(reward, n, ev.control_rng(self.rl_seed, step))
-        if rc.objective in ("grpo", "rloo"):
+        if rc.objective in ("grpo", "rloo", "aipo"):
             if reward is None:
                 raise ValueError(f"objective {rc.objective!r} needs a verifier (rl.reward=exact)")
             a = adv_lib.compute(rc.advantage, reward.reshape(-1, n)).reshape(-1)

@@ -85,6 +85,62 @@ def weight_sync():
     return out
 
 
+def loop():
+    """configs/llamarl.py:tiny in sync (twice), async (k=1) and async_k (k=2) on 8 devices."""
+    import tempfile
+
+    from configs import llamarl
+    from rl.distributed import run as run_mod
+    from train.sft import make_task_and_tokenizer
+
+    def dense_task(config):
+        # A 2-step SFT policy never answers correctly, so the exact-match reward is flat and the
+        # advantages are zero. A dense stand-in (fraction of digits in the completion) gives
+        # non-zero advantages, so the loop, the importance weights and the staleness are tested
+        # on real updates. (Learning the real task is not tested here.)
+        task, tok = make_task_and_tokenizer(config)
+
+        def reward(text, example, compat="fixed"):
+            return sum(ch.isdigit() for ch in text) / max(len(text), 1)
+
+        task.reward = reward
+        return task, tok
+
+    run_mod.make_task_and_tokenizer = dense_task
+    run = run_mod.run
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        for name, arg in [
+            ("sync", "tiny,mode=sync"),
+            ("sync_again", "tiny,mode=sync"),
+            ("async", "tiny,mode=async"),
+            ("async_again", "tiny,mode=async"),
+            ("async_k", "tiny,mode=async_k,k=2"),
+            ("async_ratio", "tiny,mode=async,variant=ratio"),
+        ]:
+            c = llamarl.get_config(arg)
+            c.rl.steps = 6
+            c.rl_optim.lr = 1e-2
+            c.rl.sft_dir = os.path.join(d, "sft")
+            c.lock()
+            wd = os.path.join(d, name)
+            res = run(c, wd)
+            rows = [json.loads(x) for x in open(os.path.join(wd, "metrics.jsonl"))]
+            rl = [r for r in rows if "llamarl/seq" in r]
+            out[name] = {
+                "result": res,
+                "loss": [r["train/loss"] for r in rl],
+                "is_mean": [r["aipo/is_mean"] for r in rl],
+                "kl_k3": [r["aipo/mismatch_kl_k3"] for r in rl],
+                "lag": [r["staleness/lag"] for r in rl],
+                "seq": [r["llamarl/seq"] for r in rl],
+                "denom": [r["train/denom"] for r in rl],
+                "reward": [r["rl/reward_mean"] for r in rl],
+                "ratio_max": [r["aipo/ratio_max"] for r in rl],
+            }
+    return out
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
-    print(json.dumps({"weight_sync": weight_sync}[mode]()))
+    print(json.dumps({"weight_sync": weight_sync, "loop": loop}[mode]()))

@@ -1,0 +1,75 @@
+"""LlamaRL: asynchronous off-policy RL with AIPO, executors on their own sub-meshes, weight sync.
+
+LlamaRL (arXiv:2505.24034), spec `../shared/papers/llamarl.md`. The same arithmetic task and SFT
+warm start as `configs/grpo.py` (a 4-layer d=128 causal LM, 400 SFT steps, cached in
+`workdir/sft`; point `--config.rl.sft_dir` at a grpo run's `sft` to reuse it), then RL with the
+AIPO loss (truncated importance weight, ρ = 2) driven by the LlamaRL controller: a generator
+executor on its own sub-mesh samples rollouts on a host thread and hands them through a bounded
+queue; the trainer executor applies the update on its sub-mesh and syncs the weights back to the
+generator device-to-device (bucketed, version-stamped, checksummed).
+
+Variants (after the colon, comma-separated):
+  mode=sync      k = 0: the synchronous on-policy loop, trainer and generator co-located
+  mode=async     k = 1: LlamaRL's one-step asynchrony (default), roles on disjoint devices
+  mode=async_k   k = `k` (default 2): bounded asynchrony
+  k=2            the staleness bound for mode=async_k
+  variant=detached|ratio   AIPO variant (rl/objectives/aipo.py)
+  objective=aipo|grpo      grpo: PPO-clip through the same path (μ as the old policy)
+  tiny           2 SFT steps and 3 RL steps of a tiny model (tests; seconds on one core)
+
+Devices: the split layouts need at least two devices; on CPU run with `JAX_NUM_CPU_DEVICES=8`
+(trainer on devices 0-3 as fsdp, generator on 4-7 as tensor parallel). With a single device the
+`auto` layout co-locates both roles (same code path; the result's `layout` says which ran).
+On the 2-core CPU the default's SFT stage takes about as long as configs/grpo.py's (~27 min
+measured there under load); its RL stage has not been timed end to end yet. CPU wall-clock is
+functional evidence only: it is not a measurement of LlamaRL's GPU speed-up (bench/llamarl.py).
+"""
+
+import ml_collections as mlc
+
+from configs import common
+from configs.grpo import ar_rl_config
+
+MODES = {"sync": 0, "async": 1, "async_k": None}
+
+
+def get_config(arg=None):
+    v = common.parse_variant(
+        arg,
+        {"mode": "async", "k": 2, "variant": "detached", "objective": "aipo", "tiny": False},
+        {
+            "mode": tuple(MODES),
+            "variant": ("detached", "ratio"),
+            "objective": ("aipo", "grpo"),
+        },
+    )
+    c = ar_rl_config("llamarl", v)
+    k = MODES[v["mode"]] if MODES[v["mode"]] is not None else v["k"]
+    c.rl.objective = v["objective"]
+    c.rl.kl_coef = 0.0
+    # Every generated token enters the IS statistics (flat groups have zero advantage anyway).
+    c.rl.drop_zero_var = False
+    c.rl.steps = 20
+    c.rl.rho = 2.0  # AIPO truncation (Tunix's default; sweep 1.5, 2, 5)
+    c.rl.variant = v["variant"]
+    c.llamarl = mlc.ConfigDict(
+        dict(
+            mode=v["mode"],
+            max_staleness=k,
+            deterministic=True,  # rollout b uses exactly version max(b - k, 0) (reproducible)
+            layout="colocated" if v["mode"] == "sync" else "auto",
+            trainer_devices=0,  # split layout: 0 = half of the devices
+            trainer_mesh=(1, -1, 1),  # (data, fsdp, tensor) over the trainer's devices
+            generator_mesh=(1, 1, -1),  # tensor-parallel generator: other specs (two-hop sync)
+            generator_param_dtype="float32",  # "bfloat16": cast on send (mismatch AIPO corrects)
+            queue_capacity=0,  # 0 = max(k, 1)
+            bucket_mb=512.0,
+            checksum=True,
+            inject_latency_per_token_s=0.0,  # benchmarks: sleep per generated token
+            timeout_s=300.0,  # heartbeat: a silent peer stops the run with an error
+        )
+    )
+    if c.tiny:
+        c.rl.steps = 3
+        c.llamarl.timeout_s = 120.0
+    return c

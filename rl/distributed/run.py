@@ -1,0 +1,134 @@
+"""Runner for `configs/llamarl.py`: SFT warm start, then LlamaRL's executor loop with AIPO.
+
+LlamaRL (arXiv:2505.24034). data (the generated arithmetic task) -> model (the SFT-warmed policy,
+the SFT stage cached in `rl.sft_dir` or `workdir/sft`, trained on the trainer's sub-mesh) ->
+loss (`rl.objective`, AIPO by default) -> executors (trainer and generator on their own
+sub-meshes, `rl/distributed/executors.py`) -> the controller (`rl/distributed/controller.py`:
+generator thread, trajectory queue, staleness gate, weight channel) -> `train.runtime.finish`.
+
+Not yet: checkpoint/resume of the training frontier (a rerun starts RL again from the cached SFT
+model), held-out evaluation, multi-process mode.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rl import objectives
+from rl.distributed.controller import run_controller
+from rl.distributed.executors import GeneratorExecutor, TrainerExecutor, role_devices
+from rl.distributed.weight_sync import WeightChannel
+from rl.run_ar import Rollouts, rl_optimizer
+from train.metrics import MetricWriter
+from train.runtime import NullWriter, Runtime, finish, is_main_process
+from train.sft import make_task_and_tokenizer, sft_stage
+from train.state import split_module
+
+PLOT_KEYS = ["rl/reward_mean", "train/loss", "aipo/is_mean", "aipo/mismatch_kl_k3", "time/step"]
+
+
+def build(config, workdir: str, writer):
+    """(trainer, generator, weight channel, sft steps, layout) for `config` (no RL step run)."""
+    rc, lc = config.rl, config.llamarl
+    task, tokenizer = make_task_and_tokenizer(config)
+    t_dev, g_dev, layout = role_devices(lc.layout, lc.trainer_devices)
+    tx = rl_optimizer(config)
+    trainer_rt = Runtime({"mesh_shape": tuple(lc.trainer_mesh)}, t_dev)
+    sft_dir = rc.sft_dir or os.path.join(workdir, "sft")
+    sft = sft_stage(
+        config,
+        sft_dir,
+        task=task,
+        tokenizer=tokenizer,
+        writer=writer,
+        objective="ar",
+        runtime=trainer_rt,
+    )
+    graphdef, params, rest = split_module(sft.model)
+    loss_fn = objectives.get(rc.objective)(graphdef, dict(rc))
+    trainer = TrainerExecutor(lc.trainer_mesh, t_dev, loss_fn, tx, microbatches=rc.microbatches)
+    rl_seed = config.seed if rc.get("seed", -1) < 0 else rc.seed
+    frozen_extra = {"ref": jax.tree.map(jnp.copy, params)} if rc.kl_coef else None
+    trainer.init_state(params, rest, jax.random.key(rl_seed + 5), frozen_extra)
+    rollouts = Rollouts(config, graphdef, task, tokenizer)
+    generator = GeneratorExecutor(
+        lc.generator_mesh,
+        g_dev,
+        rollouts,
+        param_dtype=lc.generator_param_dtype,
+        latency_per_token_s=lc.inject_latency_per_token_s,
+    )
+    generator.set_rest(rest)
+    cast = None if generator.param_dtype == jnp.float32 else generator.param_dtype
+    weights = WeightChannel(
+        generator.param_shardings(trainer.policy_params()),
+        keep=lc.max_staleness + 1,
+        timeout_s=lc.timeout_s,
+        bucket_bytes=int(lc.bucket_mb * (1 << 20)),
+        cast_dtype=cast,
+        checksum=lc.checksum,
+    )
+    return trainer, generator, weights, sft.steps, layout
+
+
+def run(config, workdir: str) -> dict[str, float]:
+    """Runner for configs/llamarl.py; returns the final metrics."""
+    rc, lc = config.rl, config.llamarl
+    runtime_writer = MetricWriter(workdir) if is_main_process() else NullWriter(workdir)
+    trainer, generator, weights, sft_steps, layout = build(config, workdir, runtime_writer)
+    history: list[dict] = []
+
+    def on_step(i, m):
+        history.append(m)
+        if i % max(config.log_every, 1) == 0 or i == rc.steps:
+            runtime_writer.write(sft_steps + i, m)
+
+    stats = run_controller(
+        trainer,
+        generator,
+        weights,
+        num_steps=rc.steps,
+        max_staleness=lc.max_staleness,
+        queue_capacity=lc.queue_capacity,
+        deterministic=lc.deterministic,
+        timeout_s=lc.timeout_s,
+        on_step=on_step,
+    )
+    runtime_writer.close()
+    rewards = [h.get("rl/reward_mean", np.nan) for h in history]
+    steady = stats.step_times[1:] or stats.step_times
+    half = max(len(rewards) // 2, 1)
+    result = {
+        "mode": lc.mode,
+        "layout": layout,
+        "max_staleness": lc.max_staleness,
+        "steps": stats.steps,
+        "reward_first_half": float(np.nanmean(rewards[:half])),
+        "reward_second_half": float(np.nanmean(rewards[half:] or rewards)),
+        "train/loss": history[-1].get("train/loss", float("nan")) if history else float("nan"),
+        "aipo/is_mean": float(np.mean([h.get("aipo/is_mean", np.nan) for h in history])),
+        "aipo/clip_frac": float(np.mean([h.get("aipo/clip_frac", np.nan) for h in history])),
+        "aipo/mismatch_kl_k3": float(
+            np.mean([h.get("aipo/mismatch_kl_k3", np.nan) for h in history])
+        ),
+        "staleness/mean": stats.gate["staleness/mean"],
+        "staleness/dropped": stats.gate["staleness/dropped"],
+        "step_time_median_s": float(np.median(steady)) if steady else float("nan"),
+        "trainer_idle_ratio": stats.trainer_idle_s / max(stats.wall_s, 1e-9),
+        "generator_idle_ratio": stats.generator_idle_s / max(stats.wall_s, 1e-9),
+        "ws_seconds_mean": float(np.mean(stats.sync_seconds)) if stats.sync_seconds else 0.0,
+        "wall_s": stats.wall_s,
+        "skipped": int(jax.device_get(trainer.state.skipped)),
+    }
+    return finish(
+        workdir,
+        result,
+        metrics_path=runtime_writer.jsonl_path,
+        plot_keys=PLOT_KEYS,
+        title=f"llamarl {lc.mode} (k={lc.max_staleness}, {rc.objective}) after {sft_steps} SFT "
+        f"steps: {layout}",
+    )
