@@ -52,6 +52,18 @@ def _host(metrics: dict) -> dict[str, float]:
     return {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
 
 
+def snapshot(queue: TrajectoryQueue, weights: WeightChannel, next_unconsumed: int) -> dict:
+    """The training frontier: queued rollouts, the generator's weight sets, the next sequence.
+
+    The generator produces sequence numbers in order, so everything after the last queued
+    rollout (or after the last consumed one, with an empty queue) is regenerated on resume, with
+    the same saved weight set in deterministic mode: no prompt is lost or duplicated.
+    """
+    queued = queue.snapshot()
+    next_seq = queued[-1].seq + 1 if queued else next_unconsumed
+    return {"queue": queued, "weights": weights.host_sets(), "next_seq": next_seq}
+
+
 def run_controller(
     trainer,
     generator,
@@ -63,6 +75,9 @@ def run_controller(
     deterministic: bool = True,
     timeout_s: float = 120.0,
     on_step: Callable[[int, dict], None] | None = None,
+    frontier: dict | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[int, dict], None] | None = None,
 ) -> LoopStats:
     """Runs `num_steps` trainer updates with the generator on its own thread.
 
@@ -75,7 +90,10 @@ def run_controller(
       queue_capacity: trajectory-queue bound (0: max(k, 1), all the overlap k allows).
       deterministic: pin rollout b to version max(b - k, 0).
       timeout_s: heartbeat timeout of every channel wait.
-      on_step: called with (update index 1-based, host metrics) after each update.
+      on_step: called with (trainer version, host metrics) after each update.
+      frontier: a `snapshot` from an earlier run (resume): its weight sets, queued rollouts and
+        next sequence number are restored before the generator starts.
+      checkpoint_every: call `on_checkpoint(version, snapshot)` every this many versions.
     """
     k = int(max_staleness)
     if weights.keep < k + 1:
@@ -87,8 +105,18 @@ def run_controller(
     stop = threading.Event()
     errors: list[BaseException] = []
 
+    first_seq = start
+    if frontier is not None:
+        treedef = jax.tree.structure(trainer.policy_params())
+        for v in sorted(frontier["weights"]):
+            weights.install(v, frontier["weights"][v], treedef)
+        for ro in frontier["queue"]:
+            queue.put(ro)
+        first_seq = frontier["next_seq"]
+    consumed = {"seq": first_seq - 1 - len(frontier["queue"]) if frontier else start - 1}
+
     def generator_loop():
-        seq = start
+        seq = first_seq
         try:
             while not stop.is_set():
                 need = max(seq - k, start)
@@ -113,6 +141,7 @@ def run_controller(
                 ro = queue.get()
             except ChannelClosed:
                 break
+            consumed["seq"] = ro.seq
             if not gate.admit(trainer.version, ro.policy_version):
                 continue
             t0 = time.perf_counter()
@@ -139,7 +168,9 @@ def run_controller(
                 }
             )
             if on_step is not None:
-                on_step(done, host)
+                on_step(trainer.version, host)
+            if checkpoint_every and trainer.version % checkpoint_every == 0 and done < num_steps:
+                on_checkpoint(trainer.version, snapshot(queue, weights, consumed["seq"] + 1))
         if errors:
             raise GeneratorFailed(f"the generator failed: {errors[0]!r}") from errors[0]
     finally:

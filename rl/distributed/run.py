@@ -6,13 +6,14 @@ loss (`rl.objective`, AIPO by default) -> executors (trainer and generator on th
 sub-meshes, `rl/distributed/executors.py`) -> the controller (`rl/distributed/controller.py`:
 generator thread, trajectory queue, staleness gate, weight channel) -> `train.runtime.finish`.
 
-Not yet: checkpoint/resume of the training frontier (a rerun starts RL again from the cached SFT
-model), held-out evaluation, multi-process mode.
+Checkpoints hold the trainer state and the training frontier (see `run`). Not yet: held-out
+evaluation, multi-process mode, a final checkpoint of a finished run (a finished run reruns).
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,9 @@ from rl.distributed.controller import run_controller
 from rl.distributed.executors import GeneratorExecutor, TrainerExecutor, role_devices
 from rl.distributed.weight_sync import WeightChannel
 from rl.run_ar import Rollouts, rl_optimizer
-from train.metrics import MetricWriter
+from train.checkpoint import Checkpointer, CheckpointError
+from train.loop import writer_offset
+from train.metrics import MetricWriter, rewind
 from train.runtime import NullWriter, Runtime, finish, is_main_process
 from train.sft import make_task_and_tokenizer, sft_stage
 from train.state import split_module
@@ -75,30 +78,82 @@ def build(config, workdir: str, writer):
     return trainer, generator, weights, sft.steps, layout
 
 
+def frontier_path(workdir: str, version: int) -> str:
+    return os.path.join(workdir, "frontier", f"{version}.pkl")
+
+
+def save_frontier(workdir: str, version: int, frontier: dict) -> None:
+    """Writes the frontier next to the state checkpoint of the same version (atomic rename)."""
+    path = frontier_path(workdir, version)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "wb") as f:
+        pickle.dump(frontier, f)
+    os.replace(path + ".tmp", path)
+
+
+def load_frontier(workdir: str, version: int) -> dict:
+    path = frontier_path(workdir, version)
+    if not os.path.exists(path):
+        raise CheckpointError(
+            f"checkpoint {version} has no training frontier {path}; move the workdir away"
+        )
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
 def run(config, workdir: str) -> dict[str, float]:
-    """Runner for configs/llamarl.py; returns the final metrics."""
+    """Runner for configs/llamarl.py; returns the final metrics.
+
+    A workdir with a checkpoint resumes from it: the trainer state (orbax, `workdir/ckpt`) and
+    the training frontier of the same version (`workdir/frontier/<v>.pkl`: queued rollouts, the
+    generator's weight sets, the next sequence number), so a killed run ends with the numbers of
+    an uninterrupted one (deterministic mode).
+    """
     rc, lc = config.rl, config.llamarl
-    runtime_writer = MetricWriter(workdir) if is_main_process() else NullWriter(workdir)
-    trainer, generator, weights, sft_steps, layout = build(config, workdir, runtime_writer)
+    writer = MetricWriter(workdir) if is_main_process() else NullWriter(workdir)
+    trainer, generator, weights, sft_steps, layout = build(config, workdir, writer)
+    ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=config.keep_checkpoints)
+    frontier = None
+    restored = ckpt.restore(trainer.state)
+    if restored is not None:
+        trainer.state = restored[0]
+        trainer.version = int(jax.device_get(trainer.state.step))
+        rewind(writer, ckpt, trainer.version, rc.steps)
+        frontier = load_frontier(workdir, trainer.version)
     history: list[dict] = []
 
-    def on_step(i, m):
+    def on_step(version, m):
         history.append(m)
-        if i % max(config.log_every, 1) == 0 or i == rc.steps:
-            runtime_writer.write(sft_steps + i, m)
+        if version % max(config.log_every, 1) == 0 or version == rc.steps:
+            writer.write(sft_steps + version, m)
+
+    def on_checkpoint(version, snap):
+        save_frontier(workdir, version, snap)
+        ckpt.save(
+            version,
+            trainer.state,
+            {"stage": "llamarl", "loop_step": version},
+            metrics=history[-1] if history else {},
+            log_offset=writer_offset(writer),
+        )
 
     stats = run_controller(
         trainer,
         generator,
         weights,
-        num_steps=rc.steps,
+        num_steps=rc.steps - trainer.version,
         max_staleness=lc.max_staleness,
         queue_capacity=lc.queue_capacity,
         deterministic=lc.deterministic,
         timeout_s=lc.timeout_s,
         on_step=on_step,
+        frontier=frontier,
+        checkpoint_every=config.ckpt_every,
+        on_checkpoint=on_checkpoint,
     )
-    runtime_writer.close()
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
     rewards = [h.get("rl/reward_mean", np.nan) for h in history]
     steady = stats.step_times[1:] or stats.step_times
     half = max(len(rewards) // 2, 1)
@@ -127,7 +182,7 @@ def run(config, workdir: str) -> dict[str, float]:
     return finish(
         workdir,
         result,
-        metrics_path=runtime_writer.jsonl_path,
+        metrics_path=writer.jsonl_path,
         plot_keys=PLOT_KEYS,
         title=f"llamarl {lc.mode} (k={lc.max_staleness}, {rc.objective}) after {sft_steps} SFT "
         f"steps: {layout}",

@@ -229,6 +229,22 @@ class WeightChannel:
             self._cv.notify_all()
         return report
 
+    def host_sets(self) -> dict[int, list]:
+        """{version: host leaves} of the kept sets (for a checkpoint of the training frontier)."""
+        with self._cv:
+            sets = dict(self._sets)
+        return {
+            v: [np.asarray(x) for x in jax.device_get(jax.tree.leaves(p))] for v, p in sets.items()
+        }
+
+    def install(self, version: int, leaves: list, treedef) -> None:
+        """Puts a saved set back on the generator mesh as-is (no re-cast: a resume is exact)."""
+        dst = jax.tree.leaves(self.dst_shardings, is_leaf=_is_sharding)
+        moved = [jax.device_put(x, s) for x, s in zip(leaves, dst)]
+        with self._cv:
+            self._sets[int(version)] = jax.tree.unflatten(treedef, moved)
+            self._cv.notify_all()
+
     def wait_for(self, version: int, *, exact: bool = False, timeout: float | None = None):
         """(version, params) with version >= `version` (the newest), or == it when `exact`."""
         timeout = self.timeout_s if timeout is None else timeout

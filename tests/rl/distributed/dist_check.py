@@ -85,12 +85,7 @@ def weight_sync():
     return out
 
 
-def loop():
-    """configs/llamarl.py:tiny in sync (twice), async (k=1) and async_k (k=2) on 8 devices."""
-    import tempfile
-
-    from configs import llamarl
-    from rl.distributed import run as run_mod
+def _patch_dense_reward(run_mod):
     from train.sft import make_task_and_tokenizer
 
     def dense_task(config):
@@ -107,6 +102,16 @@ def loop():
         return task, tok
 
     run_mod.make_task_and_tokenizer = dense_task
+
+
+def loop():
+    """configs/llamarl.py:tiny in sync (twice), async (k=1) and async_k (k=2) on 8 devices."""
+    import tempfile
+
+    from configs import llamarl
+    from rl.distributed import run as run_mod
+
+    _patch_dense_reward(run_mod)
     run = run_mod.run
     out = {}
     with tempfile.TemporaryDirectory() as d:
@@ -141,6 +146,58 @@ def loop():
     return out
 
 
+def resume():
+    """async (k=1) on 8 devices: 6 steps uninterrupted vs killed at step 4 and resumed from the
+    step-2 checkpoint (same workdir)."""
+    import tempfile
+
+    from configs import llamarl
+    from rl.distributed import executors
+    from rl.distributed import run as run_mod
+
+    _patch_dense_reward(run_mod)
+
+    def config(d):
+        c = llamarl.get_config("tiny,mode=async")
+        c.rl.steps = 6
+        c.rl_optim.lr = 1e-2
+        c.rl.sft_dir = os.path.join(d, "sft")
+        c.ckpt_every = 2
+        c.lock()
+        return c
+
+    def rl_rows(wd):
+        rows = [json.loads(x) for x in open(os.path.join(wd, "metrics.jsonl"))]
+        return [r for r in rows if "llamarl/seq" in r]
+
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        full = os.path.join(d, "full")
+        run_mod.run(config(d), full)
+        out["full_loss"] = [r["train/loss"] for r in rl_rows(full)]
+        out["full_seq"] = [r["llamarl/seq"] for r in rl_rows(full)]
+        killed = os.path.join(d, "killed")
+        real_step = executors.TrainerExecutor.train_step
+
+        def dying_step(self, batch):
+            if self.version == 3:
+                raise KeyboardInterrupt("simulated kill at step 4")
+            return real_step(self, batch)
+
+        executors.TrainerExecutor.train_step = dying_step
+        try:
+            run_mod.run(config(d), killed)
+        except KeyboardInterrupt:
+            out["killed"] = True
+        executors.TrainerExecutor.train_step = real_step
+        out["frontier_files"] = sorted(os.listdir(os.path.join(killed, "frontier")))
+        res = run_mod.run(config(d), killed)
+        out["resumed_loss"] = [r["train/loss"] for r in rl_rows(killed)]
+        out["resumed_seq"] = [r["llamarl/seq"] for r in rl_rows(killed)]
+        out["resumed_steps"] = res["steps"]
+    return out
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
-    print(json.dumps({"weight_sync": weight_sync, "loop": loop}[mode]()))
+    print(json.dumps({"weight_sync": weight_sync, "loop": loop, "resume": resume}[mode]()))

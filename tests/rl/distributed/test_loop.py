@@ -63,3 +63,14 @@ def test_ratio_variant_runs_through_the_same_loop(runs):
     r = runs["async_ratio"]
     assert r["lag"] == runs["async"]["lag"] and r["loss"] != runs["async"]["loss"]
     assert r["is_mean"] == pytest.approx(runs["async"]["is_mean"], rel=1e-6)
+
+
+def test_killed_run_resumes_losslessly():
+    """Killed during step 4, resumed from the step-2 checkpoint (trainer state + queued rollouts
+    + the generator's weight sets): the same losses as the uninterrupted run, every rollout
+    sequence number consumed exactly once."""
+    r = _check("resume")
+    assert r["killed"] and r["frontier_files"] == ["2.pkl"]
+    assert r["resumed_steps"] == 4
+    assert r["resumed_seq"] == r["full_seq"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert r["resumed_loss"] == r["full_loss"]
