@@ -9,9 +9,10 @@ move inside jit is an error).
 `sync_trainer_to_generator` moves a parameter tree in buckets of about `bucket_bytes` (peers
 found per-tensor transfers 10x slower than bucketed ones), optionally casting to a lower dtype on
 the trainer mesh before sending (half the bytes on the wire). When a leaf's destination layout
-differs from its source layout the move is two-hop: (1) a jitted identity/cast on the trainer
-mesh whose `out_shardings` already use the destination's PartitionSpec, (2) a same-layout
-`device_put` to the generator mesh, so each shard crosses once. (Single-process `device_put`
+differs from its source layout the move is two-hop: (1) a jitted identity/cast whose
+`out_shardings` put the destination's mesh shape and PartitionSpec on the trainer's own devices
+(a "mirror" mesh; needs equal device counts), (2) a same-layout `device_put` to the generator
+mesh, so each shard crosses once, peer to peer. (Single-process `device_put`
 could reshard in one call; the two-hop form is what a multi-process run needs, so it is the one
 used and tested.) Every bucket carries a checksum, the sum of squares of its values computed on
 both sides; a mismatch raises. `WeightChannel` stamps each set with a version, refuses a version
@@ -28,7 +29,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 from rl.distributed.channels import ChannelClosed, ChannelTimeout
 
@@ -77,15 +78,25 @@ def plan_buckets(nbytes: list[int], bucket_bytes: int) -> list[list[int]]:
     return buckets
 
 
-def _fits(spec: PartitionSpec, shape, mesh) -> bool:
-    """`spec` names only axes of `mesh` and each sharded dimension divides evenly."""
-    for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
-        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
-        if any(a not in mesh.shape for a in names):
-            return False
-        if dim % int(np.prod([mesh.shape[a] for a in names] or [1])):
-            return False
-    return True
+def same_layout(src: NamedSharding, dst: NamedSharding) -> bool:
+    """Shard i of `src` is shard i of `dst` (equal mesh shapes and specs, or both replicated)."""
+    if not tuple(src.spec) and not tuple(dst.spec):
+        return True
+    return (
+        src.spec == dst.spec
+        and tuple(src.mesh.devices.shape) == tuple(dst.mesh.devices.shape)
+        and src.mesh.axis_names == dst.mesh.axis_names
+    )
+
+
+def mirror(src: NamedSharding, dst: NamedSharding) -> NamedSharding | None:
+    """`dst`'s layout on `src`'s devices (hop 1 of the two-hop move), or None when the device
+    counts differ (then only a single-process `device_put` can reshard)."""
+    if src.mesh.size != dst.mesh.size:
+        return None
+    devices = np.asarray(src.mesh.devices).reshape(dst.mesh.devices.shape)
+    mesh = jax.sharding.Mesh(devices, dst.mesh.axis_names, axis_types=dst.mesh.axis_types)
+    return NamedSharding(mesh, dst.spec)
 
 
 _JIT_CACHE: dict = {}
@@ -104,8 +115,45 @@ def _hop1(shardings: tuple, dtype):
 
 
 @jax.jit
-def _sumsq(xs):
+def _sumsq_jit(xs):
     return sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in xs)
+
+
+def _sumsq_pair(xs, moved) -> tuple[float, float]:
+    """Sum of squares of a bucket before and after the move.
+
+    One process: a jitted reduction on each mesh. Several processes: each sums the shards it
+    holds (one replica of each), and the partial sums are all-gathered, since a process may hold
+    only the source or only the destination.
+    """
+    if jax.process_count() == 1:
+        a, b = jax.device_get((_sumsq_jit(xs), _sumsq_jit(moved)))
+        return float(a), float(b)
+    from jax._src import distributed  # the coordination service's key-value store
+
+    def local(arrs):
+        return sum(
+            float(np.sum(np.square(np.asarray(s.data, np.float32))))
+            for x in arrs
+            for s in x.addressable_shards
+            if s.replica_id == 0
+        )
+
+    # Control-plane values go through the coordinator's key-value store, not an XLA collective
+    # (an all-gather over gloo hung intermittently under load on 2 shared cores).
+    client = distributed.global_state.client
+    _SEQ[0] += 1
+    key = f"lmrl/ws_checksum/{_SEQ[0]}"
+    client.key_value_set(f"{key}/{jax.process_index()}", f"{local(xs)!r},{local(moved)!r}")
+    a = b = 0.0
+    for p in range(jax.process_count()):
+        text = client.blocking_key_value_get(f"{key}/{p}", 120_000)
+        pa, pb = (float(v) for v in text.split(","))
+        a, b = a + pa, b + pb
+    return a, b
+
+
+_SEQ = [0]  # checksum exchanges so far (every process runs the same syncs in the same order)
 
 
 def sync_trainer_to_generator(
@@ -153,18 +201,15 @@ def sync_trainer_to_generator(
         mid = []
         for i in bucket:
             src, want = leaves[i].sharding, dst[i]
-            same = src.spec == want.spec
-            if not same and _fits(want.spec, leaves[i].shape, src.mesh):
-                two_hop += 1
-                mid.append(NamedSharding(src.mesh, want.spec))
-            else:
-                mid.append(src)
+            hop = None if same_layout(src, want) else mirror(src, want)
+            two_hop += hop is not None
+            mid.append(src if hop is None else hop)
         casts = cast_dtype is not None and any(out_dtype(x) != x.dtype for x in xs)
         if casts or any(m is not leaves[i].sharding for m, i in zip(mid, bucket)):
             xs = _hop1(tuple(mid), cast_dtype if casts else None)(xs)
         moved = jax.device_put(xs, [dst[i] for i in bucket])
         if checksum:
-            a, b = (float(v) for v in jax.device_get((_sumsq(xs), _sumsq(moved))))
+            a, b = _sumsq_pair(xs, moved)
             if abs(a - b) > rtol * max(abs(a), 1e-30):
                 raise WeightSyncError(
                     f"weight sync v{version}: bucket checksum {b!r} != source {a!r} "

@@ -33,7 +33,12 @@ def _params(mesh):
 
 def weight_sync():
     from models.sharding import make_mesh
-    from rl.distributed.weight_sync import WeightChannel, WeightSyncError, sync_trainer_to_generator
+    from rl.distributed.weight_sync import (
+        WeightChannel,
+        WeightSyncError,
+        same_layout,
+        sync_trainer_to_generator,
+    )
 
     d = jax.devices()
     tmesh = make_mesh((1, 2, 2), d[:4])
@@ -56,6 +61,7 @@ def weight_sync():
             "two_hop": rep.two_hop_leaves,
             "leaves": len(a),
             "specs_differ": sum(x.sharding.spec != w.spec for x, w in zip(a, ws)),
+            "layouts_differ": sum(not same_layout(x.sharding, w) for x, w in zip(a, ws)),
         }
     gmesh = make_mesh((1, 1, 4), d[4:])
     moved, rep = sync_trainer_to_generator(src, shard(gmesh), version=2, cast_dtype=jnp.bfloat16)
