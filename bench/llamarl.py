@@ -49,6 +49,7 @@ def run_mode(arg: str, steps: int, latency_s: float, sft_dir: str) -> dict:
     c.rl.steps = steps
     c.rl.sft_dir = sft_dir
     c.llamarl.inject_latency_per_token_s = latency_s
+    c.ckpt_every = 0  # no checkpoint inside the timed steps
     c.lock()
     with tempfile.TemporaryDirectory() as wd:
         res = run(c, wd)
@@ -155,8 +156,9 @@ def main():
         "",
         md_table(rows, cols),
         "",
-        "Split sweep (cost model, N = 8, one-device phase times taken as the sync run's; "
-        "efficiency e(n) = n^-alpha assumed, not measured):",
+        "Split sweep (cost model, N = 8 devices, integer N_g: work W_g : W_t in the ratio of the "
+        "sync run's T_gen : T_train; efficiency e(n) = n^-alpha assumed, not measured; alpha = 0 "
+        "is linear scaling, where the designs tie up to integrality):",
         "",
         md_table(out["split_sweep"], ["alpha", "best_N_g", "predicted_speedup"]),
         "",

@@ -207,7 +207,9 @@ def sync_trainer_to_generator(
         casts = cast_dtype is not None and any(out_dtype(x) != x.dtype for x in xs)
         if casts or any(m is not leaves[i].sharding for m, i in zip(mid, bucket)):
             xs = _hop1(tuple(mid), cast_dtype if casts else None)(xs)
-        moved = jax.device_put(xs, [dst[i] for i in bucket])
+        # Never alias the trainer's buffers (same devices and layout when co-located): the next
+        # update donates them, and the generator keeps this set while it decodes.
+        moved = jax.device_put(xs, [dst[i] for i in bucket], may_alias=False)
         if checksum:
             a, b = _sumsq_pair(xs, moved)
             if abs(a - b) > rtol * max(abs(a), 1e-30):

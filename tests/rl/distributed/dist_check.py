@@ -74,6 +74,15 @@ def weight_sync():
         "max_rel_err": rel,
         "bytes_ratio": rep.bytes / sum(x.nbytes for x in jax.tree.leaves(src)),
     }
+    # Co-located (same devices, same layout): the set must not alias the trainer's buffers,
+    # which the next update donates.
+    own = jax.tree.map(jnp.copy, src)
+    moved, _ = sync_trainer_to_generator(own, shard(tmesh), version=3)
+    jax.tree.map(lambda x: x.delete(), own)
+    out["colocated_survives_donation"] = all(
+        np.array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(jax.tree.leaves(src), jax.tree.leaves(moved))
+    )
     ch = WeightChannel(shard(gmesh), keep=2, timeout_s=1.0)
     versions = []
     for v in (0, 1, 2):

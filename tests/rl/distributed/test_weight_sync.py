@@ -49,6 +49,10 @@ def test_sync_is_bitwise_for_equal_and_different_specs(ws):
         assert ws[name]["two_hop"] == ws[name]["layouts_differ"] > 0
 
 
+def test_colocated_sync_does_not_alias_the_trainer(ws):
+    assert ws["colocated_survives_donation"]
+
+
 def test_bf16_cast_error_is_bounded(ws):
     assert ws["bf16"]["dtype"] == ["bfloat16"]
     assert ws["bf16"]["max_rel_err"] <= 2.0**-8  # bf16 unit roundoff (8-bit significand)
