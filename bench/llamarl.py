@@ -1,7 +1,7 @@
 """LlamaRL modes on CPU: measured step times on 8 fake devices and the §3 cost model.
 
 LlamaRL (arXiv:2505.24034; spec `llamarl.md` §3, §6.2, §8). Runs `configs/llamarl.py:tiny` (the
-SFT stage cached in bench/results/.llamarl_sft) in sync (k=0, co-located), async (k=1) and
+SFT stage cached in runs/bench_llamarl_sft) in sync (k=0, co-located), async (k=1) and
 async_k (k=2) on 8 fake CPU devices, each plain and with a latency-injected generator (a sleep per
 generated token standing in for memory-bound decode or tool latency, §6.2 mode 2), and prints the
 §8 speed table: median step time after warm-up, speed-up over sync, phase times, idle ratios,
@@ -36,7 +36,7 @@ import tempfile  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from bench.common import RESULTS, device_info, md_table, write_results  # noqa: E402
+from bench.common import device_info, md_table, write_results  # noqa: E402
 
 MODES = [("sync", "mode=sync"), ("async", "mode=async"), ("async_k", "mode=async_k,k=2")]
 
@@ -95,7 +95,7 @@ def main():
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--latency_ms", type=float, default=2.0)
     args = ap.parse_args()
-    sft_dir = os.path.join(RESULTS, ".llamarl_sft")
+    sft_dir = os.path.join("runs", "bench_llamarl_sft")  # the cached warm start (not committed)
     out, rows = {"device": device_info(), "steps": args.steps}, []
     for latency in (0.0, args.latency_ms / 1000):
         base = None
