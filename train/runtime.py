@@ -24,7 +24,7 @@ import numpy as np
 from models.sharding import batch_shardings, make_mesh, state_shardings
 from train.checkpoint import Checkpointer, CheckpointError
 from train.loop import restore_or
-from train.metrics import MetricWriter, clean_result, write_result_file
+from train.metrics import MetricWriter, clean_result, write_hparams, write_result_file
 from train.plot import plot_metrics
 from train.step import make_update_step
 
@@ -53,6 +53,9 @@ class NullWriter:
     def write(self, step: int, metrics: dict) -> dict[str, float]:
         del step
         return {k: float(np.asarray(v)) for k, v in metrics.items()}
+
+    def text(self, step: int, tag: str, text: str) -> None:
+        del step, tag, text
 
     def flush(self):
         pass
@@ -193,7 +196,14 @@ def finish(
     write_result_file(workdir, clean)
     png = os.path.join(workdir, "plot.png")
     if os.path.exists(metrics_path):
-        plot_metrics(metrics_path, plot_keys, png, title=title)
+        plot_metrics(metrics_path, plot_keys, png, title=title, result=clean)
+    config_path = os.path.join(workdir, "config.json")
+    if os.path.exists(config_path):  # written by launch.main: the config as TensorBoard hparams
+        try:
+            with open(config_path) as f:
+                write_hparams(workdir, json.load(f), clean)
+        except (OSError, ValueError) as e:
+            print(f"warning: TensorBoard hparams not written ({e})")
     print("\n" + "=" * 64)
     print(title)
     for k, v in clean.items():
