@@ -72,7 +72,7 @@ def base_config(experiment: str, variant: dict) -> mlc.ConfigDict:
     c.keep_checkpoints = 2
     c.max_consecutive_skips = 20  # stop (exit 2) after more skipped updates in a row; 0: never
     c.mesh_shape = (-1, 1, 1)  # (data, fsdp, tensor) over all devices; -1 takes the rest
-    # Generated task examples: "tfds" builds each split once as array_record ($LMRL_DATA_DIR,
+    # Generated task examples: "tfds" builds each split once as array_record ($LMRL_TFDS_DIR,
     # default ~/.cache/lmrl/tfds) and reads it through tfds + grain (data/source.py); "memory"
     # generates them in the process (same examples, no files).
     c.data_source = "tfds"

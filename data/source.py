@@ -3,7 +3,7 @@
 A task's examples for one (split, size, seed) are built once into a TFDS array_record dataset
 (builder `lmrl_task`, one builder config per task / options / split / size / seed, order kept:
 example i of the build is example i of `Task.generate`) under a data directory
-(`$LMRL_DATA_DIR`, default `~/.cache/lmrl/tfds`), and read back lazily: `examples` returns a
+(`$LMRL_TFDS_DIR`, default `~/.cache/lmrl/tfds`), and read back lazily: `examples` returns a
 `grain.MapDataset` over the builder's `as_data_source` (what `tfds.data_source` returns), so a large split never sits in memory and batch i
 is a pure function of i (exact resume by position). `SourcedTask` wraps a task so that its
 `generate` reads through this path: the runners keep calling `task.generate(split, num, seed)`
@@ -33,7 +33,7 @@ DEFAULT_DATA_DIR = os.path.join(os.path.expanduser("~"), ".cache", "lmrl", "tfds
 
 
 def data_dir() -> str:
-    return os.environ.get("LMRL_DATA_DIR", DEFAULT_DATA_DIR)
+    return os.environ.get("LMRL_TFDS_DIR", DEFAULT_DATA_DIR)
 
 
 def _builder_class():

@@ -13,7 +13,7 @@ from models.errors import UserError
 
 @pytest.fixture()
 def root(tmp_path, monkeypatch):
-    monkeypatch.setenv("LMRL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("LMRL_TFDS_DIR", str(tmp_path))
     return str(tmp_path)
 
 
