@@ -13,6 +13,7 @@ Builds are guarded by a file lock (several processes may ask for the same datase
 are deterministic, so a rebuilt dataset is byte-identical.
 
   python -m data.source --task=sudoku4 --split=train --num=4000 --seed=1   # build one split
+  python -m data.source --task=gsm8k --split=test --file=/data/gsm8k/test.jsonl   # convert a file
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def _builder_class():
         split: str = "train"
         num: int = 0
         seed: int = 0
+        path: str = ""  # a file-backed task's source file ("" for a generated task)
 
     class LmrlTask(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """One split of a registered `data.tasks` task, in generation order."""
@@ -85,7 +87,10 @@ def _builder_class():
 
         def _generate_examples(self):
             cfg = self.builder_config
-            yield from enumerate(self._task().generate(cfg.split, cfg.num, cfg.seed))
+            if cfg.path:
+                yield from enumerate(self._task().load(cfg.path, cfg.split))
+            else:
+                yield from enumerate(self._task().generate(cfg.split, cfg.num, cfg.seed))
 
     _BUILDER = (LmrlTask, SplitConfig)
     return _BUILDER
@@ -111,15 +116,31 @@ def _locked(root: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def file_digest(path: str) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
 def build(task: str, split: str, num: int, seed: int, task_kwargs: dict | None = None,
-          root: str | None = None):
-    """Builds (or finds) the array_record dataset of one split; returns the TFDS builder."""
+          root: str | None = None, path: str = ""):
+    """Builds (or finds) the array_record dataset of one split; returns the TFDS builder.
+
+    A file-backed task (`path` given) is converted from its public format by the task's `load`;
+    the build is keyed by the file's content, so an edited file is converted again.
+    """
     cls, config_cls = _builder_class()
     root = root or data_dir()
     kw = json.dumps(task_kwargs or {}, sort_keys=True)
+    if path:
+        path = os.path.abspath(path)
+        name = f"{task}_{split}_file{file_digest(path)}_{config_name(task, task_kwargs, '', 0, 0)[-8:]}"
+    else:
+        name = config_name(task, task_kwargs or {}, split, num, seed)
     cfg = config_cls(
-        name=config_name(task, task_kwargs or {}, split, num, seed),
-        task=task, task_kwargs=kw, split=split, num=int(num), seed=int(seed),
+        name=name, task=task, task_kwargs=kw, split=split, num=int(num), seed=int(seed), path=path,
     )
     builder = cls(config=cfg, data_dir=root, file_format="array_record")
     if not builder.is_prepared():
@@ -131,7 +152,8 @@ def build(task: str, split: str, num: int, seed: int, task_kwargs: dict | None =
                 tfds.disable_progress_bar()
                 with contextlib.redirect_stdout(io.StringIO()):  # TFDS's own banner
                     builder.download_and_prepare()
-                print(f"data: built {cfg.name} ({num} examples) in {root}")
+                n = builder.info.splits[split].num_examples
+                print(f"data: built {cfg.name} ({n} examples) in {root}")
     return builder
 
 
@@ -148,9 +170,9 @@ def _to_example(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def examples(task: str, split: str, num: int, seed: int, task_kwargs: dict | None = None,
-             root: str | None = None) -> grain.MapDataset:
+             root: str | None = None, path: str = "") -> grain.MapDataset:
     """The split's examples as a lazy `grain.MapDataset` read through `tfds.data_source`."""
-    builder = build(task, split, num, seed, task_kwargs, root)
+    builder = build(task, split, num, seed, task_kwargs, root, path)
     # What `tfds.data_source(name)` returns, from the (unregistered, per-config) builder itself.
     source = builder.as_data_source(split=split)
     return grain.MapDataset.source(source).map(_to_example)
@@ -176,6 +198,19 @@ class SourcedTask:
         ds = self.source(split, num, seed)
         return [ds[i] for i in range(len(ds))]
 
+    def load(self, path: str | None = None, split: str = "test") -> list[dict[str, Any]]:
+        """A file-backed task's examples, converted once to array_record and read from there.
+
+        Without `path` the task's default location is used; a missing file raises the task's
+        own error (naming the expected path and format).
+        """
+        default = getattr(self._task, "default_path", None)
+        path = path or (default(split) if default else None)
+        if not path or not os.path.exists(path):
+            return self._task.load(path, split)  # raises the task's MissingFileError
+        ds = examples(self._name, split, 0, 0, self._kwargs, self._root, path=path)
+        return [ds[i] for i in range(len(ds))]
+
 
 def main(argv=None):
     import argparse
@@ -183,12 +218,13 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", required=True)
     p.add_argument("--split", default="train")
-    p.add_argument("--num", type=int, required=True)
+    p.add_argument("--num", type=int, default=0, help="examples to generate (generated tasks)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--task_kwargs", default="{}", help="JSON options of the task")
+    p.add_argument("--file", default="", help="a file-backed task's source (GSM8K/MATH500 JSONL)")
     p.add_argument("--data_dir", default=None)
     a = p.parse_args(argv)
-    b = build(a.task, a.split, a.num, a.seed, json.loads(a.task_kwargs), a.data_dir)
+    b = build(a.task, a.split, a.num, a.seed, json.loads(a.task_kwargs), a.data_dir, a.file)
     print(f"{b.info.full_name} in {b.data_dir}: {b.info.splits[a.split].num_examples} examples")
 
 

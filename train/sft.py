@@ -40,7 +40,7 @@ def make_task_and_tokenizer(config):
     mode = config.get("data_source", "memory")
     if mode not in ("tfds", "memory"):
         raise UserError(f"config.data_source must be 'tfds' or 'memory', got {mode!r}")
-    if mode == "tfds" and getattr(task, "generated", False):
+    if mode == "tfds" and (getattr(task, "generated", False) or hasattr(task, "load")):
         task = SourcedTask(task, config.task, kwargs)
     return task, CharTokenizer()
 

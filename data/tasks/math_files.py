@@ -57,9 +57,12 @@ class GSM8K(Task):
     generated = False
     features = {"question": "text", "solution": "text", "answer": "text"}
 
+    def default_path(self, split: str = "test") -> str:
+        return os.path.join(_DEFAULT_DIR, "gsm8k", f"{split}.jsonl")
+
     def load(self, path: str | None = None, split: str = "test") -> list[dict[str, Any]]:
         """Loads `path` (default `$LMRL_DATA_DIR/gsm8k/{split}.jsonl`)."""
-        path = path or os.path.join(_DEFAULT_DIR, "gsm8k", f"{split}.jsonl")
+        path = path or self.default_path(split)
         hint = (
             "Put the GSM8K JSONL there (rows {'question': ..., 'answer': '... #### 42'}, as in "
             "openai/grade-school-math `grade_school_math/data/test.jsonl`), or pass path=."
@@ -135,9 +138,12 @@ class Math500(Task):
     generated = False
     features = {"problem": "text", "solution": "text", "answer": "text"}
 
+    def default_path(self, split: str = "test") -> str:
+        return os.path.join(_DEFAULT_DIR, "math500", f"{split}.jsonl")
+
     def load(self, path: str | None = None, split: str = "test") -> list[dict[str, Any]]:
         """Loads `path` (default `$LMRL_DATA_DIR/math500/{split}.jsonl`)."""
-        path = path or os.path.join(_DEFAULT_DIR, "math500", f"{split}.jsonl")
+        path = path or self.default_path(split)
         hint = (
             "Put the MATH500 JSONL there (rows {'problem', 'solution', 'answer'}, as in "
             "HuggingFaceH4/MATH-500 `test.jsonl`), or pass path=."

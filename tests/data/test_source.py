@@ -72,3 +72,20 @@ def test_unknown_data_source_is_a_user_error():
     c.data_source = "parquet"
     with pytest.raises(UserError, match="data_source"):
         make_task_and_tokenizer(c)
+
+
+@pytest.mark.parametrize("name", ["gsm8k", "math500"])
+def test_file_backed_tasks_convert_once_into_the_same_format(root, name, tmp_path, capsys):
+    fixture = os.path.join(os.path.dirname(__file__), "fixtures", f"{name}_tiny.jsonl")
+    base = tasks.get(name)
+    t = source.SourcedTask(base, name)
+    want = base.load(fixture, "test")
+    assert t.load(fixture, "test") == want and want
+    assert "data: built" in capsys.readouterr().out
+    assert t.load(fixture, "test") == want
+    assert "data: built" not in capsys.readouterr().out
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text(open(fixture).read().splitlines()[0] + "\n")
+    assert t.load(str(edited), "test") == want[:1]  # another file content: converted again
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        t.load(str(tmp_path / "missing.jsonl"), "test")
