@@ -58,9 +58,8 @@ def evaluate(roll, state) -> dict[str, np.ndarray]:
         texts = [roll.tok.decode(t[m]) for t, m in zip(smp.tokens, smp.mask, strict=True)]
         corr = [roll.task.metrics(t, ex)["correct"] for t, ex in zip(texts, reps, strict=True)]
         out["pass1"].extend(np.asarray(corr, np.float64).reshape(-1, k).tolist())
-        rows = jepo_rows(
-            pt, pm, smp.tokens, smp.mask, [int(ex["answer"]) for ex in reps], roll.tok, rc
-        )
+        answers = [int(ex["answer"]) for ex in reps]
+        rows = jepo_rows(pt, pm, smp.tokens, smp.mask, answers, roll.tok, rc, roll.marker)
         p, rest = state.params["policy"], state.frozen["policy"]
         ll = roll.ll_fn(p, rest, rows["tokens"], rows["mask"], rows["ans_mask"]).reshape(-1, k)
         out["answer_ll"].extend(np.asarray(jepo.logmeanexp(ll, jnp.ones_like(ll, bool))).tolist())
