@@ -81,7 +81,8 @@ def jepo_rows(prompt_toks, prompt_mask, gen_toks, gen_mask, answers, tokenizer, 
 
     c_i is the generation cut after the task's answer `marker` (`Task.answer_marker`),
     re-tokenised on its own; malformed generations (no marker) keep their whole text as c_i (it
-    carries the format penalty) and are invalid for the bound. a* = tokenize(" N") + [eos], tokenised on its own and concatenated as ids.
+    carries the format penalty) and are invalid for the bound. a* = tokenize(" N") + [eos],
+    tokenised on its own and concatenated as ids.
 
     Returns:
       dict with tokens/mask/cot_mask/ans_mask [R, P+N+A] and valid [R].
