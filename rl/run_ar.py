@@ -71,8 +71,9 @@ RUNNER_FIELDS = (
 
 
 def cut_at_marker(text: str, marker: str) -> str | None:
-    """The chain of thought up to and including the last `marker`, or None if there is none."""
-    idx = text.lower().rfind(marker)
+    """The chain of thought up to and including the last `marker`, or None if there is none
+    (always None for a task without a marker: no generation is well-formed for the bound)."""
+    idx = text.lower().rfind(marker) if marker else -1
     return None if idx < 0 else text[: idx + len(marker)]
 
 

@@ -16,6 +16,7 @@ def test_cut_at_marker():
         "the final answer is 1; the final answer is"
     )
     assert cut_at_marker("no marker here", m) is None
+    assert cut_at_marker("a task without a marker", "") is None
 
 
 class RC:
