@@ -181,6 +181,7 @@ class Interrupt(RuntimeError):
     pass
 
 
+@pytest.mark.slow  # ~20 s idle (3 tiny runs); tests/train/test_loop.py covers µ = 2 in `make test`
 def test_interrupted_run_with_two_inner_steps_resumes_exactly(tmp_path, monkeypatch):
     """Issue 13: GRPO with µ = 2 inner updates per rollout batch, killed after the checkpoint at
     loop step 1 and rerun on its workdir, ends exactly like an uninterrupted run (a resume from
