@@ -51,7 +51,7 @@ RUNNER_FIELDS = (
     "speed_samples",
     "num_train_prompts",
     "num_eval",
-    "eval_batch",
+    "eval_batch_size",
     "eval_every",
     "max_prompt_len",
     "max_new_tokens",

@@ -173,8 +173,12 @@ def build(
     rl = dict(rl)
     name = name or rl["objective"]
     declared = fields(name)
+    from configs.common import RENAMED
+
     known = set(runner_fields) | all_fields() | {"objective"}
     for key in rl:
+        if f"rl.{key}" in RENAMED:
+            raise ConfigError(f"rl.{key} was renamed {RENAMED[f'rl.{key}']}; set that instead")
         if key not in known:
             raise ConfigError(
                 f"rl.{key} is not a field of this runner or of any objective{_suggest(key, known)}"

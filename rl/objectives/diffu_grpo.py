@@ -13,7 +13,7 @@ so longer completions weigh more; `norm="sequence"` selects the mean of per-sequ
 
 The old and reference log-probs are computed inside the loss, under the same mask draw, from
 `frozen["old"]` and `frozen["ref"]` (the snapshots the objective declares: `old` always, `ref`
-when `kl_beta > 0`); without them the old policy is the current one (stop-gradient) and the KL
+when `kl_coef > 0`); without them the old policy is the current one (stop-gradient) and the KL
 term is off. Metrics are logged under `d1/`.
 """
 
@@ -26,7 +26,7 @@ from flax import nnx
 from rl import likelihood as lk
 from rl.objectives import Objective, register
 
-FIELDS = dict(clip_eps=0.5, kl_beta=0.04, p_mask_prompt=0.15, norm="token")
+FIELDS = dict(clip_eps=0.5, kl_coef=0.04, p_mask_prompt=0.15, norm="token")
 
 
 def _one_step_logps(graphdef, params, rest, batch, draw, mask_id):
@@ -42,7 +42,7 @@ def make_diffu_grpo_loss(
     *,
     mask_id: int,
     clip_eps: float = 0.5,
-    kl_beta: float = 0.04,
+    kl_coef: float = 0.04,
     p_mask_prompt: float = 0.15,
     norm: str = "token",
     role: str = "policy",
@@ -72,12 +72,12 @@ def make_diffu_grpo_loss(
         clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
         tok = -jnp.minimum(ratio * adv, clipped * adv)
         kl = jnp.zeros_like(tok)
-        if "ref" in frozen and kl_beta:
+        if "ref" in frozen and kl_coef:
             ref = jax.lax.stop_gradient(
                 _one_step_logps(graphdef, frozen["ref"], rest, batch, draw, mask_id)
             )
             kl = jnp.exp(ref - ll) - (ref - ll) - 1.0
-            tok = tok + kl_beta * kl
+            tok = tok + kl_coef * kl
         w = valid.astype(jnp.float32)
         length = jnp.maximum(jnp.sum(w, -1), 1.0)
         row = batch["row_mask"].astype(jnp.float32)
@@ -104,5 +104,5 @@ def diffu_grpo(graphdef, cfg, *, mask_id=None, role="policy"):
     if mask_id is None:
         raise ValueError("diffu_grpo needs the tokenizer's mask_id")
     loss_fn = make_diffu_grpo_loss(graphdef, mask_id=mask_id, role=role, **cfg)
-    snapshots = ("old", "ref") if cfg["kl_beta"] else ("old",)
+    snapshots = ("old", "ref") if cfg["kl_coef"] else ("old",)
     return Objective(loss_fn, snapshots, plot_keys=("d1/loglik", "d1/kl", "d1/clip_frac"))

@@ -5,7 +5,7 @@
 Positive-advantage completions raise their ELBO (a lower bound of log pi); negative ones lower an
 upper bound: the EUBO (Corollary 1), the omega-mixture (eq. 8), the ELBO (`spg_elbo`) or nothing
 (`spg_no_neg`, the "zero" ablation). Plain policy gradient: no ratio, no clipping and, as in the
-paper, no KL by default; `ref_kl > 0` (our addition, issue 12) adds a k3 KL to the reference
+paper, no KL by default; `kl_coef > 0` (our addition, issue 12) adds a k3 KL to the reference
 policy `frozen["ref"]` (the warm start; the objective then declares the `ref` snapshot),
 k3 = exp(r - l) - (r - l) - 1 per scored token under the same mask draw, token-averaged per
 sequence and weighted like the bounds (x L_b). Each
@@ -40,7 +40,7 @@ FIELDS = dict(
     p_mask_prompt=0.15,
     share_masks=False,
     group_size=1,
-    ref_kl=0.0,
+    kl_coef=0.0,
 )
 
 
@@ -58,7 +58,7 @@ def make_spg_loss(
     p_mask_prompt: float = 0.15,
     share_masks: bool = False,
     group_size: int = 1,
-    ref_kl: float = 0.0,
+    kl_coef: float = 0.0,
     role: str = "policy",
 ):
     """Builds the SPG loss `(params, frozen, batch, rng) -> (loss_sum, denom, aux)`.
@@ -73,7 +73,7 @@ def make_spg_loss(
       mask_mode, weighting, block_len, p_mask_prompt: see `rl.likelihood.draw_masks`.
       share_masks: completions of one group (consecutive runs of `group_size` rows) share their
         mask random numbers (see `draw_masks(share_within=...)`).
-      ref_kl: weight of the k3 KL to `frozen["ref"]` (0: off, the paper's setting).
+      kl_coef: weight of the k3 KL to `frozen["ref"]` (0: off, the paper's setting).
       role: params role of the policy.
     """
     if bound not in BOUNDS:
@@ -107,7 +107,7 @@ def make_spg_loss(
         s = jnp.where(adv > 0, el, neg)
         loss_sum = -jnp.sum(adv * s)
         kl_b = jnp.zeros_like(el)
-        if ref_kl and "ref" in frozen:
+        if kl_coef and "ref" in frozen:
             ref_model = nnx.merge(graphdef, frozen["ref"], frozen[role])
             ref = jax.lax.stop_gradient(
                 lk.completion_logps(
@@ -122,7 +122,7 @@ def make_spg_loss(
             k3 = jnp.exp(ref - ll) - (ref - ll) - 1.0
             k3 = jnp.sum(jnp.where(draw.scored, k3, 0.0), axis=(1, 2))
             kl_b = k3 / jnp.maximum(jnp.sum(draw.scored, axis=(1, 2)), 1) * length
-            loss_sum = loss_sum + ref_kl * jnp.sum(row * kl_b)
+            loss_sum = loss_sum + kl_coef * jnp.sum(row * kl_b)
         denom = jnp.sum(row * length)
         n = jnp.maximum(jnp.sum(row), 1.0)
         per_tok = lambda v: jnp.sum(row * v / jnp.maximum(length, 1.0)) / n  # noqa: E731
@@ -157,10 +157,10 @@ def _objective(graphdef, c, mask_id, role, bound: str) -> Objective:
         p_mask_prompt=c["p_mask_prompt"],
         share_masks=c["share_masks"],
         group_size=c["group_size"],
-        ref_kl=c["ref_kl"],
+        kl_coef=c["kl_coef"],
         role=role,
     )
-    snapshots = ("ref",) if c["ref_kl"] else ()
+    snapshots = ("ref",) if c["kl_coef"] else ()
     return Objective(loss_fn, snapshots, plot_keys=("spg/elbo", "spg/eubo", "spg/kl"))
 
 

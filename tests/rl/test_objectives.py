@@ -34,8 +34,8 @@ def test_every_objective_has_the_same_factory_and_declares_its_snapshots(tiny):
         assert objectives.batch_kind(name) in objectives.BATCH_KINDS
     get = objectives.get
     assert get("diffu_grpo")(graphdef, {}, mask_id=MASK).snapshots == ("old", "ref")
-    assert get("diffu_grpo")(graphdef, {"kl_beta": 0.0}, mask_id=MASK).snapshots == ("old",)
-    assert get("spg")(graphdef, {"ref_kl": 0.1}, mask_id=MASK).snapshots == ("ref",)
+    assert get("diffu_grpo")(graphdef, {"kl_coef": 0.0}, mask_id=MASK).snapshots == ("old",)
+    assert get("spg")(graphdef, {"kl_coef": 0.1}, mask_id=MASK).snapshots == ("ref",)
     assert get("spg")(graphdef, {}, mask_id=MASK).snapshots == ()
     assert get("wd1")(graphdef, {}, mask_id=MASK).snapshots == ()
     for name in ("grpo", "rloo", "jepo"):
@@ -58,11 +58,34 @@ def test_a_misspelt_objective_field_is_a_clear_error(tiny):
 
     c = spg_config.get_config("tiny")
     assert build_objective(c, graphdef, CharTokenizer()).snapshots == ("ref",)
-    c.rl.ref_kll = 0.1
-    with pytest.raises(objectives.ConfigError, match=r"rl\.ref_kll .*did you mean 'ref_kl'"):
+    c.rl.kl_coeff = 0.1
+    with pytest.raises(objectives.ConfigError, match=r"rl\.kl_coeff .*did you mean 'kl_coef'"):
         build_objective(c, graphdef, CharTokenizer())
     with pytest.raises(objectives.ConfigError, match="unknown objective 'spgg'"):
         objectives.get("spgg")
+
+
+def test_old_field_names_are_errors_naming_the_new_one(tiny):
+    from configs import grpo as grpo_config
+    from configs import spg as spg_config
+    from data.tokenizer import CharTokenizer
+    from launch.workdir import validate_config
+    from models.errors import UserError
+    from rl.run_spg import build_objective
+
+    graphdef, _, _ = tiny
+    c = spg_config.get_config("tiny")
+    c.rl.ref_kl = 0.05
+    with pytest.raises(objectives.ConfigError, match="rl.ref_kl was renamed rl.kl_coef"):
+        build_objective(c, graphdef, CharTokenizer())
+    with pytest.raises(UserError, match="rl.ref_kl was renamed rl.kl_coef"):
+        validate_config(c)
+    for old, new in (("inner_steps", "inner_updates"), ("eval_batch", "eval_batch_size")):
+        g = grpo_config.get_config("tiny")
+        g.rl[old] = 2
+        with pytest.raises(UserError, match=f"rl.{old} was renamed rl.{new}"):
+            validate_config(g)
+    validate_config(grpo_config.get_config("tiny"))
 
 
 def test_snapshots_are_built_and_refreshed_from_the_declaration(tiny):

@@ -79,7 +79,7 @@ def tiny_rollouts():
 
     c = get_config("tiny")
     c.rl.update(prompts_per_step=4, group_size=4, max_new_tokens=8, kl_coef=0.0)
-    c.rl.update(num_eval=5, eval_batch=5, eval_samples=3)
+    c.rl.update(num_eval=5, eval_batch_size=5, eval_samples=3)
     task, tok = make_task_and_tokenizer(c)
     # A reward with several values per group, so that a shuffle is visible.
     task.reward = lambda text, ex: float(len(text) % 3)
@@ -192,7 +192,7 @@ def test_interrupted_run_with_two_inner_steps_resumes_exactly(tmp_path, monkeypa
     from rl import run_ar
 
     c = get_config("tiny")
-    c.rl.update(inner_steps=2, steps=3, sft_dir=str(tmp_path / "sft"))  # one shared warm start
+    c.rl.update(inner_updates=2, steps=3, sft_dir=str(tmp_path / "sft"))  # one shared warm start
     c.ckpt_every = 1
     # A reward with several values per group, so that every update moves the policy.
     from data.tasks.arithmetic import Arithmetic

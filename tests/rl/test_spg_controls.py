@@ -124,10 +124,10 @@ def test_drop_flat_groups_masks_equal_reward_groups():
     assert b["row_mask"].all()
 
 
-def test_ref_kl_is_zero_at_the_reference_and_positive_away_from_it():
+def test_kl_is_zero_at_the_reference_and_positive_away_from_it():
     graphdef, params, rest = parts()
     cfg = {"bound": "elbo", "num_mc": 2}
-    with_kl = objectives.get("spg")(graphdef, {**cfg, "ref_kl": 0.5}, mask_id=MASK)
+    with_kl = objectives.get("spg")(graphdef, {**cfg, "kl_coef": 0.5}, mask_id=MASK)
     assert with_kl.snapshots == ("ref",)
     loss = with_kl.loss_fn
     base = objectives.get("spg")(graphdef, cfg, mask_id=MASK).loss_fn
@@ -168,10 +168,10 @@ def test_d1_loss_is_normalised_by_the_batch_token_count():
     graphdef, params, rest = parts()
     b, key = batch([1.0, -1.0]), jax.random.key(0)
     for norm, want in (("token", 1.0 / 11.0), ("sequence", 0.0)):
-        cfg = {"kl_beta": 0.0, "norm": norm}
+        cfg = {"kl_coef": 0.0, "norm": norm}
         loss = objectives.get("diffu_grpo")(graphdef, cfg, mask_id=MASK).loss_fn
         ls, den, _ = loss({"policy": params}, {"policy": rest}, b, key)
         assert np.isclose(float(ls / den), want, atol=1e-6), (norm, float(ls / den))
-    default = objectives.get("diffu_grpo")(graphdef, {"kl_beta": 0.0}, mask_id=MASK).loss_fn
+    default = objectives.get("diffu_grpo")(graphdef, {"kl_coef": 0.0}, mask_id=MASK).loss_fn
     ls, den, _ = default({"policy": params}, {"policy": rest}, b, key)
     assert np.isclose(float(ls / den), 1.0 / 11.0, atol=1e-6)
