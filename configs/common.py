@@ -59,6 +59,17 @@ def parse_variant(arg: str | None, defaults: dict, choices: dict | None = None) 
     return out
 
 
+# Fields renamed so that each concept has one name across configs (issue 13): old -> new. A config
+# or a caller that still sets an old name is refused with the new one (launch.workdir and
+# rl.objectives check it; on the command line the locked config refuses unknown keys).
+RENAMED = {
+    "rl.inner_steps": "rl.inner_updates",
+    "rl.eval_batch": "rl.eval_batch_size",
+    "rl.kl_beta": "rl.kl_coef",
+    "rl.ref_kl": "rl.kl_coef",
+}
+
+
 def base_config(experiment: str, variant: dict) -> mlc.ConfigDict:
     """Fields every experiment has."""
     c = mlc.ConfigDict()

@@ -111,7 +111,6 @@ def get_config(arg=None):
         p_mask_prompt=0.0,  # the MDLM warm start never saw a masked prompt
         share_masks=True,  # common random numbers within a group (variance reduction)
         clip_eps=0.5,
-        kl_beta=0.04,
         steps=40,
         prompts_per_step=32,  # 32 x 8 = 256 rows per update (issue 12: more rows beat drift)
         group_size=8,
@@ -127,7 +126,7 @@ def get_config(arg=None):
         num_eval_seen=256,  # fresh puzzles from training grids, greedy (0: skip)
         eval_resamples=2000,  # paired bootstrap resamples over prompts
         control="none",  # none | lr0 (zero updates) | shuffle (rewards permuted within groups)
-        ref_kl=0.05,  # k3 KL to the warm start (SPG; d1 uses kl_beta)
+        kl_coef=0.04 if objective == "diffu_grpo" else 0.05,  # k3 KL to the warm start
         drop_flat_groups=False,  # DAPO: groups with equal rewards leave the loss
         eval_gen_lens=(gen_len, gen_len + 8),
         eval_batch_size=64,
@@ -172,7 +171,7 @@ def get_config(arg=None):
             share_masks=False,
             inner_updates=4,
             group_size=6,
-            ref_kl=0.0,  # SPG has no KL
+            kl_coef=0.04 if objective == "diffu_grpo" else 0.0,  # SPG has no KL; d1's beta
             # Mix: 1.0 Sudoku, 1.5 Countdown; EUBO-only Countdown: 2.0 (App. G.2).
             beta=1.0 if sudoku else (2.0 if bound == "eubo" else 1.5),
             gen_len=256,

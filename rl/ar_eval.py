@@ -1,7 +1,7 @@
 """Powered held-out evaluation for the autoregressive RL runner (`rl/run_ar.py`).
 
 Per held-out prompt (sizes are config fields: `rl.num_eval` prompts, `rl.eval_samples` sampled
-chains of thought each, `rl.eval_batch` prompts per sampler call):
+chains of thought each, `rl.eval_batch_size` prompts per sampler call):
   - `greedy`  [N]    greedy-decoding exact match;
   - `pass1`   [N, k] exact match of each of k samples at the training temperature (sampled pass@1
                      is its mean over samples);
@@ -44,8 +44,8 @@ def evaluate(roll, state) -> dict[str, np.ndarray]:
 
     rc, k = roll.rc, roll.rc.eval_samples
     out = {m: [] for m in METRICS}
-    for s in range(0, len(roll.test), rc.eval_batch):
-        idx = np.arange(s, min(s + rc.eval_batch, len(roll.test)))
+    for s in range(0, len(roll.test), rc.eval_batch_size):
+        idx = np.arange(s, min(s + rc.eval_batch_size, len(roll.test)))
         exs = [roll.test[i] for i in idx]
         _, _, g = roll._generate(state, roll.test_p, idx, None, 1)
         for ex, t, m in zip(exs, g.tokens, g.mask, strict=True):
@@ -58,9 +58,8 @@ def evaluate(roll, state) -> dict[str, np.ndarray]:
         texts = [roll.tok.decode(t[m]) for t, m in zip(smp.tokens, smp.mask, strict=True)]
         corr = [roll.task.metrics(t, ex)["correct"] for t, ex in zip(texts, reps, strict=True)]
         out["pass1"].extend(np.asarray(corr, np.float64).reshape(-1, k).tolist())
-        rows = jepo_rows(
-            pt, pm, smp.tokens, smp.mask, [int(ex["answer"]) for ex in reps], roll.tok, rc
-        )
+        answers = [int(ex["answer"]) for ex in reps]
+        rows = jepo_rows(pt, pm, smp.tokens, smp.mask, answers, roll.tok, rc, roll.marker)
         p, rest = state.params["policy"], state.frozen["policy"]
         ll = roll.ll_fn(p, rest, rows["tokens"], rows["mask"], rows["ans_mask"]).reshape(-1, k)
         out["answer_ll"].extend(np.asarray(jepo.logmeanexp(ll, jnp.ones_like(ll, bool))).tolist())
@@ -87,7 +86,7 @@ def cache_key(config) -> str:
         "task_kwargs": dict(config.task_kwargs),
         "model": config.model.to_dict(),
         "sft": dict(config.sft),
-        "eval": [rc.num_eval, rc.eval_samples, rc.eval_batch, rc.max_prompt_len],
+        "eval": [rc.num_eval, rc.eval_samples, rc.eval_batch_size, rc.max_prompt_len],
         "gen": [rc.max_new_tokens, rc.max_answer_tokens, rc.temperature, rc.top_k, rc.top_p],
     }
     blob = json.dumps(fields, sort_keys=True, default=str).encode()

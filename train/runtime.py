@@ -80,19 +80,20 @@ class Runtime:
     def num_devices(self) -> int:
         return int(self.mesh.size)
 
-    def abstract_state(self, init_fn):
-        """Shapes, dtypes and shardings of `init_fn()`'s state, without computing anything."""
-        shapes = jax.eval_shape(init_fn)
+    def abstract_state(self, init_fn, *args):
+        """Shapes, dtypes and shardings of `init_fn(*args)`'s state, without computing anything."""
+        shapes = jax.eval_shape(init_fn, *args)
         shardings = state_shardings(shapes, self.mesh)
         return shapes, shardings
 
-    def create_state(self, init_fn):
-        """Runs `init_fn() -> TrainState` under jit with sharded outputs.
+    def create_state(self, init_fn, *args):
+        """Runs `init_fn(*args) -> TrainState` under jit with sharded outputs.
 
-        Each device computes only its own shards of the parameters and optimizer state.
+        Each device computes only its own shards of the parameters and optimizer state. `args`
+        are arrays the state is built from (e.g. a warm start's parameters, for RL).
         """
-        _, self.state_sharding = self.abstract_state(init_fn)
-        return jax.jit(init_fn, out_shardings=self.state_sharding)()
+        _, self.state_sharding = self.abstract_state(init_fn, *args)
+        return jax.jit(init_fn, out_shardings=self.state_sharding)(*args)
 
     def restore(self, ckpt: Checkpointer | None, state, *, expect: dict | None = None):
         """Restores the latest checkpoint with `state`'s shardings (any mesh, any process count).
@@ -176,6 +177,7 @@ def finish(
     plot_keys: list[str],
     title: str,
     lines: list[tuple[str, str]] = (),
+    table: str | None = None,
 ) -> dict:
     """Ends a run the same way for every method: result.json, plot.png, a printed table.
 
@@ -186,6 +188,7 @@ def finish(
       plot_keys: metric names to plot, those present.
       title: first line of the table and the plot title.
       lines: extra (label, value) rows for the table (paths, counts).
+      table: a method's own before/after table, printed instead of one row per result value.
 
     Returns:
       `result` with every value a float or a string.
@@ -206,7 +209,9 @@ def finish(
             print(f"warning: TensorBoard hparams not written ({e})")
     print("\n" + "=" * 64)
     print(title)
-    for k, v in clean.items():
+    if table is not None:
+        print(table)
+    for k, v in clean.items() if table is None else ():
         print(f"  {k:<28s} {v:.4f}" if isinstance(v, float) else f"  {k:<28s} {v}")
     for label, value in [*lines, ("result", os.path.join(workdir, "result.json")), ("plot", png)]:
         print(f"  {label:<28s} {value}")

@@ -55,6 +55,7 @@ class GSM8K(Task):
 
     name = "gsm8k"
     generated = False
+    answer_marker = MARKER
     features = {"question": "text", "solution": "text", "answer": "text"}
 
     def default_path(self, split: str = "test") -> str:
@@ -136,6 +137,7 @@ class Math500(Task):
 
     name = "math500"
     generated = False
+    answer_marker = MARKER
     features = {"problem": "text", "solution": "text", "answer": "text"}
 
     def default_path(self, split: str = "test") -> str:

@@ -44,7 +44,7 @@ def test_llada8b_uses_the_papers_settings():
         c = spg_config.get_config(f"llada8b,task={task}")
         assert c.rl.bound == "mix" and c.rl.objective == "spg"
         assert c.rl.prompts_per_step == 16 and c.rl.group_size == 6
-        assert c.rl.ref_kl == 0.0 and c.rl_optim.lr == 3e-7
+        assert c.rl.kl_coef == 0.0 and c.rl_optim.lr == 3e-7
         assert c.rl.beta == (1.0 if task == "sudoku4" else 1.5)
     assert spg_config.get_config("llada8b,task=countdown,bound=eubo").rl.beta == 2.0
     assert spg_config.get_config("llada8b,task=sudoku4,bound=eubo").rl.beta == 1.0
