@@ -33,13 +33,16 @@ from rl.objectives import jepo
 METRICS = ("greedy", "pass1", "answer_ll", "has_marker")
 
 
-def evaluate(roll, state) -> dict[str, np.ndarray]:
+def evaluate(roll, state, samples: list | None = None) -> dict[str, np.ndarray]:
     """Per-prompt held-out scores of the policy in `state` (see the module docstring).
 
     Args:
       roll: a `rl.run_ar.Rollouts` (holds the held-out prompts, samplers and scorer).
       state: the TrainState to evaluate.
+      samples: if a list, receives a few (prompt, greedy completion, target) texts for logging.
     """
+    from rl.rollout import sample_texts
+
     from rl.run_ar import jepo_rows
 
     rc, k = roll.rc, roll.rc.eval_samples
@@ -48,6 +51,9 @@ def evaluate(roll, state) -> dict[str, np.ndarray]:
         idx = np.arange(s, min(s + rc.eval_batch_size, len(roll.test)))
         exs = [roll.test[i] for i in idx]
         _, _, g = roll._generate(state, roll.test_p, idx, None, 1)
+        if samples is not None and not samples:
+            greedy_texts = [roll.tok.decode(t[m]) for t, m in zip(g.tokens, g.mask, strict=True)]
+            samples.extend(sample_texts(roll.task, exs, greedy_texts))
         for ex, t, m in zip(exs, g.tokens, g.mask, strict=True):
             met = roll.task.metrics(roll.tok.decode(t[m]), ex)
             out["greedy"].append(met["correct"])
@@ -93,13 +99,14 @@ def cache_key(config) -> str:
     return hashlib.sha1(blob).hexdigest()[:16]
 
 
-def cached_evaluate(roll, state, sft_dir: str, config) -> dict[str, np.ndarray]:
-    """`evaluate` of the warm start, read from or written to `<sft_dir>/eval_cache/`."""
+def cached_evaluate(roll, state, sft_dir: str, config, samples=None) -> dict[str, np.ndarray]:
+    """`evaluate` of the warm start, read from or written to `<sft_dir>/eval_cache/` (a cached
+    evaluation has no `samples`)."""
     path = os.path.join(sft_dir, "eval_cache", cache_key(config) + ".npz")
     if os.path.exists(path):
         with np.load(path) as f:
             return {m: f[m] for m in METRICS}
-    scores = evaluate(roll, state)
+    scores = evaluate(roll, state, samples)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + f".tmp{os.getpid()}.npz"
     np.savez(tmp, **scores)

@@ -101,6 +101,14 @@ def _decode_all(sample, params, frozen, prompts, idx, batch_size, n, key):
     return np.concatenate(comps)[:n]
 
 
+def sample_texts(task, examples: Sequence[dict], completions: Sequence[str], num: int = 4) -> list[str]:
+    """`num` readable (prompt, completion, target) records for TensorBoard / samples.jsonl."""
+    return [
+        f"prompt: {task.prompt(ex)!r}\ncompletion: {c!r}\ntarget: {task.target(ex)!r}"
+        for ex, c in list(zip(examples, completions))[:num]
+    ]
+
+
 def evaluate(
     samplers: dict[int, Callable],
     params,
@@ -116,6 +124,7 @@ def evaluate(
     num_samples: int = 0,
     sample_seed: int = 0,
     return_scores: bool = False,
+    samples: list | None = None,
 ):
     """Greedy evaluation at each generation length (keys `eval/<metric>@<G>`), and optionally
     sampled pass@1 (`eval/sampled_accuracy`: the mean score of `num_samples` completions per prompt
@@ -128,7 +137,8 @@ def evaluate(
     Returns:
       the metrics dict, or with `return_scores` (metrics, per-prompt scores): scores are keyed
       like the metrics without the prefix (`accuracy@24`, `solved@24`, `sampled_accuracy`), [N]
-      for greedy and [N, num_samples] for sampled.
+      for greedy and [N, num_samples] for sampled. `samples`, if a list, receives the first few
+      (prompt, greedy completion, target) texts at the first length, for logging.
     """
     n = len(examples)
     nb = -(-n // batch_size)
@@ -137,6 +147,8 @@ def evaluate(
     for gen_len, sample in samplers.items():
         comp = _decode_all(sample, params, frozen, prompts, idx, batch_size, n, jax.random.key(0))
         texts = decode(tokenizer, comp)
+        if samples is not None and not samples:
+            samples.extend(sample_texts(task, examples, texts))
         for k, v in task_metrics(task, texts, examples).items():
             out[f"{prefix}/{k}@{gen_len}"] = v
         for k, v in prompt_scores(task, texts, examples).items():

@@ -280,8 +280,11 @@ def run(config, workdir: str) -> dict[str, float]:
     state = rt.create_state(init, params, rest)
     update = rt.update_step(objective.loss_fn, tx, microbatches=rc.microbatches)
     roll = Rollouts(config, graphdef, task, tokenizer)
-    before = ar_eval.cached_evaluate(roll, state, sft_dir, config)
+    texts: list[str] = []
+    before = ar_eval.cached_evaluate(roll, state, sft_dir, config, texts)
     writer.write(0, ar_eval.summary(before, "before"))
+    if texts:
+        writer.text(0, "eval/samples", "\n\n".join(texts))
     ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=config.keep_checkpoints)
     state, extra, resumed = rt.restore(ckpt, state)
 
@@ -306,8 +309,10 @@ def run(config, workdir: str) -> dict[str, float]:
         before_updates=objectives.make_refresh_old(objective),
     )
     ckpt.close()
-    after = ar_eval.evaluate(roll, state)
+    texts = []
+    after = ar_eval.evaluate(roll, state, texts)
     writer.write(sft.steps + rc.steps, ar_eval.summary(after, "after"))
+    writer.text(sft.steps + rc.steps, "eval/samples", "\n\n".join(texts))
     writer.close()
     np.savez(
         os.path.join(workdir, "eval.npz"),

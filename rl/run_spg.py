@@ -167,6 +167,7 @@ def run(config, workdir: str) -> dict[str, float]:
     eval_both = make_eval_fn(config, task, tokenizer, sampler_of)
     before, before_scores = eval_both(params, rest)
     writer.write(base_steps, before)
+    writer.text(base_steps, "eval/samples", "\n\n".join(eval_both.samples))
 
     control = check_control(rc.get("control", "none"))
     tx = control_optimizer(make_optimizer(dict(config.rl_optim)), control)
@@ -190,6 +191,8 @@ def run(config, workdir: str) -> dict[str, float]:
 
     def eval_fn(st):
         final["metrics"], final["scores"] = eval_both(st.params["policy"], st.frozen["policy"])
+        step = base_steps + int(jax.device_get(st.step)) // max(rc.inner_updates, 1)
+        writer.text(step, "eval/samples", "\n\n".join(eval_both.samples))
         return final["metrics"]
 
     state, last = fit(

@@ -75,11 +75,11 @@ def plot_metrics(
     if pairs:
         ax = next(panels)
         for name, (b, a) in list(pairs.items())[:6]:
-            ax.plot([0, last], [b, a], marker="o", label=name)
+            ax.plot([0, 1], [b, a], marker="o", label=name)
         control = (result or {}).get("control")
         suffix = f" (control={control})" if control not in (None, "none", "") else ""
-        ax.set_title("held-out: warm start -> end" + suffix, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
+        ax.set_title("held-out metrics" + suffix, fontsize=9)
+        ax.set_xticks([0, 1], ["warm start", f"end (step {last})"], fontsize=8)
         ax.legend(fontsize=6)
         ax.grid(alpha=0.3)
     if changes:
