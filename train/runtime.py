@@ -77,19 +77,29 @@ class Runtime:
     def num_devices(self) -> int:
         return int(self.mesh.size)
 
-    def abstract_state(self, init_fn):
-        """Shapes, dtypes and shardings of `init_fn()`'s state, without computing anything."""
-        shapes = jax.eval_shape(init_fn)
+    def abstract_state(self, init_fn, *args):
+        """Shapes, dtypes and shardings of `init_fn(*args)`'s state, without computing anything."""
+        shapes = jax.eval_shape(init_fn, *args)
         shardings = state_shardings(shapes, self.mesh)
         return shapes, shardings
 
-    def create_state(self, init_fn):
-        """Runs `init_fn() -> TrainState` under jit with sharded outputs.
+    def create_state(self, init_fn, *args):
+        """Runs `init_fn(*args) -> TrainState` under jit with sharded outputs.
 
-        Each device computes only its own shards of the parameters and optimizer state.
+        Each device computes only its own shards of the parameters and optimizer state. `args`
+        (arrays, e.g. a trained backbone) are arguments of the jitted init, never constants.
         """
-        _, self.state_sharding = self.abstract_state(init_fn)
-        return jax.jit(init_fn, out_shardings=self.state_sharding)()
+        _, self.state_sharding = self.abstract_state(init_fn, *args)
+        return jax.jit(init_fn, out_shardings=self.state_sharding)(*args)
+
+    def shard_state(self, state):
+        """Places a state that already exists on this run's shardings (and uses them from now on).
+
+        For a state assembled eagerly around parameters a previous stage trained (READ's adapted
+        backbone): the large leaves arrive already sharded, only the new small ones move.
+        """
+        self.state_sharding = state_shardings(state, self.mesh)
+        return jax.device_put(state, self.state_sharding)
 
     def restore(self, ckpt: Checkpointer | None, state, *, expect: dict | None = None):
         """Restores the latest checkpoint with `state`'s shardings (any mesh, any process count).
