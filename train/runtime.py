@@ -90,10 +90,19 @@ class Runtime:
         """Runs `init_fn(*args) -> TrainState` under jit with sharded outputs.
 
         Each device computes only its own shards of the parameters and optimizer state. `args`
-        are arrays the state is built from (e.g. a warm start's parameters, for RL).
+        (arrays, e.g. a trained backbone) are arguments of the jitted init, never constants.
         """
         _, self.state_sharding = self.abstract_state(init_fn, *args)
         return jax.jit(init_fn, out_shardings=self.state_sharding)(*args)
+
+    def shard_state(self, state):
+        """Places a state that already exists on this run's shardings (and uses them from now on).
+
+        For a state assembled eagerly around parameters a previous stage trained (READ's adapted
+        backbone): the large leaves arrive already sharded, only the new small ones move.
+        """
+        self.state_sharding = state_shardings(state, self.mesh)
+        return jax.device_put(state, self.state_sharding)
 
     def restore(self, ckpt: Checkpointer | None, state, *, expect: dict | None = None):
         """Restores the latest checkpoint with `state`'s shardings (any mesh, any process count).
