@@ -25,6 +25,9 @@ def test_config_variants():
         "task=countdown",
         "bound=eubo",
         "bound=elbo",
+        "bound=zero",  # SPG without negatives (bench/spg_table.py's SPG-zero row)
+        "task=gsm8k",
+        "task=math500",
         "method=diffu_grpo",
         "method=wd1",
         "llada8b",
@@ -35,6 +38,7 @@ def test_config_variants():
     c = spg_config.get_config("llada8b")
     assert c.model.n_layers == 32 and c.rl.gen_len == 256
     assert spg_config.get_config().rl.bound == "elbo"  # the small default
+    assert spg_config.get_config("bound=zero").rl.bound == "zero"
 
 
 def test_llada8b_uses_the_papers_settings():
