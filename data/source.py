@@ -87,9 +87,9 @@ def _builder_class():
 
         def _generate_examples(self):
             cfg = self.builder_config
-            if cfg.path:
+            if cfg.path and not cfg.num:  # a file converted as it is
                 yield from enumerate(self._task().load(cfg.path, cfg.split))
-            else:
+            else:  # generated, or drawn from the task's own file (`path` then keys the build)
                 yield from enumerate(self._task().generate(cfg.split, cfg.num, cfg.seed))
 
     _BUILDER = (LmrlTask, SplitConfig)
@@ -136,7 +136,7 @@ def build(task: str, split: str, num: int, seed: int, task_kwargs: dict | None =
     kw = json.dumps(task_kwargs or {}, sort_keys=True)
     if path:
         path = os.path.abspath(path)
-        name = f"{task}_{split}_file{file_digest(path)}_{config_name(task, task_kwargs, '', 0, 0)[-8:]}"
+        name = f"{config_name(task, task_kwargs or {}, split, num, seed)}_file{file_digest(path)}"
     else:
         name = config_name(task, task_kwargs or {}, split, num, seed)
     cfg = config_cls(
@@ -192,7 +192,13 @@ class SourcedTask:
         return getattr(self._task, attr)
 
     def source(self, split: str, num: int, seed: int) -> grain.MapDataset:
-        return examples(self._name, split, num, seed, self._kwargs, self._root)
+        # A task drawing from its own files (GSM8K/MATH500 `generate`): the file's content keys
+        # the build, so an edited file is read again; a missing file raises the task's error.
+        split_path = getattr(self._task, "split_path", None)
+        path = split_path(split) if split_path else ""
+        if path and not os.path.exists(path):
+            self._task.generate(split, num, seed)  # raises MissingFileError naming the path
+        return examples(self._name, split, num, seed, self._kwargs, self._root, path=path)
 
     def generate(self, split: str, num: int, seed: int) -> list[dict[str, Any]]:
         ds = self.source(split, num, seed)
