@@ -9,12 +9,15 @@ clipping at C = 1 is exact). For each epsilon, one DP estimate of the clients' m
 prefinetune a fresh LM on each candidate, FL-finetune with FedAvg (vmapped clients), record
 next-word accuracy on the clients' test splits. Reports Spearman rho(FreD, accuracy) and whether
 the top-ranked corpus is the best, per epsilon (averaged over noise draws).
+
+Runs on the shared runtime: the mesh comes from `config.mesh_shape`; every central training
+(the embedder, each prefinetuning) creates its state sharded and runs through `train.loop.fit`;
+the FedAdam clients are split over the mesh by the vmap backend; the run ends with `finish`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -26,11 +29,10 @@ from flax import nnx
 from fed import data, dp, fred, partition, simulation
 from fed.oov import lm_examples, token_ce
 from models.transformer import Transformer, TransformerConfig
-from train.metrics import MetricWriter
+from train.loop import fit
 from train.optim import make_optimizer
-from train.plot import plot_metrics
+from train.runtime import NullWriter, Runtime, finish
 from train.state import TrainState
-from train.step import make_update_step
 
 
 def _flatten(docs):
@@ -93,31 +95,56 @@ def _lm_loss(graphdef, rest):
     return loss_fn
 
 
-def make_train_central(graphdef, rest, optim_cfg):
-    """`train(params, examples, steps, batch_size, seed) -> params` (one jitted update step)."""
+def make_train_central(graphdef, rest, optim_cfg, runtime: Runtime | None = None):
+    """`train(params, examples, steps, batch_size, seed) -> params` on the run's mesh.
+
+    The state is created sharded from `params` (copied: the caller keeps its own), batches are
+    drawn with replacement by a generator seeded with `seed`, in step order, and nothing is
+    logged or checkpointed (each call is a short stage of the experiment).
+    """
     tx = make_optimizer(optim_cfg)
-    update = make_update_step(_lm_loss(graphdef, rest), tx)
+    loss_fn = _lm_loss(graphdef, rest)
 
     def train(params, examples, steps, batch_size, seed):
-        state = TrainState.create(jax.tree.map(jnp.copy, params), tx, jax.random.key(seed))
+        rt = runtime or Runtime({"mesh_shape": (-1, 1, 1)})
+        state = rt.create_state(
+            lambda p: TrainState.create(jax.tree.map(jnp.copy, p), tx, jax.random.key(seed)),
+            params,
+        )
         rng = np.random.default_rng(seed)
-        for _ in range(steps):
+
+        def collect(st, step):
+            del st, step  # called once per step, in order
             idx = rng.integers(0, len(examples["x"]), batch_size)
-            state, _ = update(state, {k: jnp.asarray(v[idx]) for k, v in examples.items()})
+            return rt.put({k: v[idx] for k, v in examples.items()}), {}
+
+        state, _ = fit(
+            state,
+            collect,
+            1,
+            update_fn=rt.update_step(loss_fn, tx),
+            num_steps=steps,
+            writer=NullWriter(""),
+            log_every=max(steps, 1),
+            desc="central",
+        )
         return state.params
 
     return train
 
 
-def make_fl_accuracy(cfg, graphdef, rest):
-    """`acc(params, train_ex, test_ex, seed)`: FedAdam fine-tuning, then test next-word accuracy."""
+def make_fl_accuracy(cfg, graphdef, rest, mesh=None):
+    """`acc(params, train_ex, test_ex, seed)`: FedAdam fine-tuning, then test next-word accuracy.
+
+    `mesh`: the vmap backend splits each cohort over it (None: one device).
+    """
 
     def loss_fn(shared, personal, batch, mask_b):
         logits = nnx.merge(graphdef, shared, rest)(batch["x"]).logits
         return token_ce(logits, batch["y"], (batch["y"] > 0) & mask_b[:, None])
 
     work = simulation.make_sgd_client_work(loss_fn, cfg.client_lr, train_personal=False)
-    alg = simulation.make_fed_avg(work, simulation.fed_adam_tx(cfg.server_lr))
+    alg = simulation.make_fed_avg(work, simulation.fed_adam_tx(cfg.server_lr), mesh=mesh)
 
     @jax.jit
     def correct(p, x, y):
@@ -140,7 +167,33 @@ def make_fl_accuracy(cfg, graphdef, rest):
     return acc
 
 
-def embed_all(config) -> dict:
+def dry_run_parts(config):
+    """`--dry_run`: one central LM update (embedder pretraining, prefinetuning), batch 32."""
+    from train.dry_run import DryRunParts
+
+    cfg = config.fred
+    public_docs, _, _ = make_corpora(cfg)
+    public = [_flatten(docs) for docs in public_docs]
+    vocab = data.build_vocab(public[:-1], cfg.vocab_size, 1)
+    mcfg = TransformerConfig.from_config(config.model, vocab_size=len(vocab))
+    tx = make_optimizer(config.optim)
+
+    def init():
+        _, params, rest = nnx.split(Transformer(mcfg, rngs=nnx.Rngs(config.seed)), nnx.Param, ...)
+        return TrainState.create(params, tx, jax.random.key(0), frozen=rest)
+
+    graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(mcfg, rngs=nnx.Rngs(0))))[0]
+
+    def loss_fn(params, frozen, batch, rng):
+        del rng
+        logits = nnx.merge(graphdef, params, frozen)(batch["x"]).logits
+        return (*token_ce(logits, batch["y"], batch["y"] > 0), {})
+
+    x = np.zeros((32, cfg.max_len), np.int32)
+    return DryRunParts(init, loss_fn, tx, {"x": x, "y": x}, what="central LM update (batch 32)")
+
+
+def embed_all(config, runtime: Runtime | None = None) -> dict:
     """Corpora, the pretrained embedder and every embedding FreD needs (shared with bench.fred).
 
     Returns:
@@ -159,7 +212,7 @@ def embed_all(config) -> dict:
 
     # the embedder: pretrain on the union of public corpora (server-side data)
     union = lm_examples([s for p in public for s in p], w2i, cfg.max_len)
-    train_central = make_train_central(graphdef, rest, config.optim)
+    train_central = make_train_central(graphdef, rest, config.optim, runtime or Runtime(config))
     trained = train_central(params, union, cfg.pretrain_steps, 32, 0)
     embed = fred.make_embed_fn(nnx.merge(graphdef, trained, rest))
 
@@ -192,13 +245,14 @@ def embed_all(config) -> dict:
 
 def run(config, workdir: str) -> dict[str, float]:
     cfg = config.fred
-    e = embed_all(config)
+    rt = Runtime(config)
+    e = embed_all(config, rt)
     names, public, splits, w2i = e["names"], e["public"], e["splits"], e["w2i"]
     cand, client_embs = e["cand"], e["client_embs"]
-    train_central = make_train_central(e["graphdef"], e["rest"], config.optim)
-    fl_accuracy = make_fl_accuracy(cfg, e["graphdef"], e["rest"])
+    train_central = make_train_central(e["graphdef"], e["rest"], config.optim, rt)
+    fl_accuracy = make_fl_accuracy(cfg, e["graphdef"], e["rest"], rt.mesh)
     init_params = e["init_params"]
-    writer = MetricWriter(workdir)
+    writer = rt.writer(workdir)
 
     # 2. private FreD at several epsilon; one estimate per (epsilon, draw) for all candidates
     delta = 1.0 / len(splits)
@@ -246,11 +300,12 @@ def run(config, workdir: str) -> dict[str, float]:
         results[f"eps{eps}/top1_hit"] = float(np.mean(hits))
     truth = " > ".join(f"{names[i]} ({acc[i]:.4f})" for i in np.argsort(-acc))
     writer.close()
-    plot_metrics(
-        writer.jsonl_path,
-        ["fred/accuracy", "fred/fd_nonprivate"],
-        os.path.join(workdir, "fred.png"),
-    )
     print("\n".join(lines))
     print(f"ground truth (FL accuracy, best first): {truth}")
-    return results
+    return finish(
+        workdir,
+        results,
+        metrics_path=writer.jsonl_path,
+        plot_keys=["fred/accuracy", "fred/fd_nonprivate"],
+        title=f"fred: {len(names)} candidates, mesh {tuple(rt.mesh.shape.values())}",
+    )

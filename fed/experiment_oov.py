@@ -5,6 +5,10 @@ FedAdam/FedAvg over sampled clients (OOV words -> <unk>); then each evaluation c
 on its training split and is scored on its later test split with four methods: no
 personalisation, local fine-tuning of the whole model, OOV expansion with random adapter init and
 OOV expansion with char-encoder init (the method). Resumable (server state in workdir/ckpt).
+
+Runs on the shared runtime: the mesh comes from `config.mesh_shape` and the vmap backend splits
+each cohort (and each personalisation block) over it; the rounds run through `train.loop.fit`
+(one collected block, one server update per loop step) and the run ends with `finish`.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from flax import nnx
 from fed import data, dp, oov, partition, simulation
 from models.word_lm import WordLM, WordLMConfig
 from train.checkpoint import Checkpointer
-from train.metrics import MetricWriter
-from train.plot import plot_metrics
+from train.loop import fit
+from train.runtime import Runtime, finish
 
 METHODS = ("none", "local_ft", "oov_random", "oov_char")
 
@@ -37,8 +41,11 @@ def _pad_examples(ex: dict, n: int) -> dict:
     return {k: np.pad(v, [(0, n - len(v))] + [(0, 0)] * (v.ndim - 1)) for k, v in ex.items()}
 
 
-def personalise(method, cfg, model, graphdef, params, rest, train_s, test_s, w2i, rng):
-    """Personalises every evaluation client with `method`; returns summed EMR counts."""
+def personalise(method, cfg, model, graphdef, params, rest, train_s, test_s, w2i, rng, mesh=None):
+    """Personalises every evaluation client with `method`; returns summed EMR counts.
+
+    `mesh`: the vmap backend splits each block of clients over it (None: one device).
+    """
     p = cfg.pers
     adapter = method.startswith("oov")
     train_shared = method == "local_ft" or (adapter and p.expand_train == "all")
@@ -46,7 +53,7 @@ def personalise(method, cfg, model, graphdef, params, rest, train_s, test_s, w2i
     work = oov.make_personalise_work(
         graphdef, rest, adapter=adapter, lr=lr, train_shared=train_shared, adapter_lr=p.adapter_lr
     )
-    runner = simulation.make_vmap_runner(work)
+    runner = simulation.make_vmap_runner(work, mesh=mesh)
     vocab = set(w2i)
     n_train = max(len(s) for s in train_s)
     n_test = max(len(s) for s in test_s)
@@ -109,6 +116,46 @@ def personalise(method, cfg, model, graphdef, params, rest, train_s, test_s, w2i
     }
 
 
+def dry_run_parts(config):
+    """`--dry_run`: the cohort's local step as one SGD update on `cohort x batch_size` rows.
+
+    The vmap backend trains each client on its own copy of the shared parameters; this plans
+    the same arithmetic as one batch (the per-client parameter copies are not included).
+    """
+    import jax.numpy as jnp
+    import optax
+
+    from train.dry_run import DryRunParts
+    from train.state import TrainState
+
+    cfg = config
+    corpus = _corpus(cfg.fed)
+    train_s = [data.split_by_time(s, cfg.fed.train_frac)[0] for s in corpus.clients]
+    vocab = data.build_vocab(train_s, cfg.fed.vocab_size, cfg.fed.vocab_min_clients)
+    mcfg = WordLMConfig(vocab_size=len(vocab), **cfg.model.to_dict())
+    chars = data.chars_of(vocab, mcfg.max_chars)
+
+    def build():
+        return WordLM(mcfg, chars, rngs=nnx.Rngs(cfg.seed))
+
+    graphdef = nnx.split(nnx.eval_shape(build), nnx.Param, ...)[0]
+    tx = optax.sgd(cfg.fed.client_lr)
+
+    def init():
+        _, params, rest = nnx.split(build(), nnx.Param, ...)
+        return TrainState.create(params, tx, jax.random.key(cfg.seed), frozen=rest)
+
+    def loss_fn(params, frozen, batch, rng):
+        del rng
+        client_loss = oov.make_loss_fn(graphdef, frozen, adapter=False)
+        mask_b = jnp.ones(batch["x"].shape[:1], bool)
+        return (*client_loss(params, {}, batch, mask_b), {})
+
+    x = np.zeros((cfg.fed.cohort * cfg.fed.batch_size, cfg.fed.max_len), np.int32)
+    what = f"local SGD step of a cohort of {cfg.fed.cohort} clients as one batch"
+    return DryRunParts(init, loss_fn, tx, {"x": x, "y": x}, what=what)
+
+
 def run(config, workdir: str) -> dict[str, float]:
     cfg = config
     corpus = _corpus(cfg.fed)
@@ -126,24 +173,24 @@ def run(config, workdir: str) -> dict[str, float]:
     loss_fn = oov.make_loss_fn(graphdef, rest, adapter=False)
     work = simulation.make_sgd_client_work(loss_fn, cfg.fed.client_lr, train_personal=False)
     dp_clip = cfg.fed.dp_clip if cfg.fed.dp_clip > 0 else None
+    rt = Runtime(cfg)
     alg = simulation.make_fed_avg(
         work,
         oov.server_tx(cfg.fed.server_opt, cfg.fed.server_lr),
         backend=cfg.fed.backend,
         dp_clip=dp_clip,
         dp_noise_multiplier=cfg.fed.dp_noise_multiplier,
+        mesh=rt.mesh,
     )
     state = alg.init(params)
     ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=cfg.keep_checkpoints)
-    start = 0
-    restored = ckpt.restore(state)
-    if restored is not None:
-        state, extra = restored
-        start = int(extra["round"])
-    writer = MetricWriter(workdir)
+    state, extra, resumed = rt.restore(ckpt, state)
+    writer = rt.writer(workdir)
     key = jax.random.key(cfg.seed)
-    for r in tqdm.trange(start, cfg.fed.rounds, desc="fedavg", disable=cfg.tiny):
+
+    def collect(st, r):
         # sampling and shuffling depend only on (seed, round): a resumed run repeats them
+        del st
         ids = partition.sample_clients(
             np.random.default_rng([cfg.seed, r]), len(train_ex), cfg.fed.cohort
         )
@@ -153,12 +200,27 @@ def run(config, workdir: str) -> dict[str, float]:
             num_steps=steps,
             rng=np.random.default_rng([cfg.seed, r, 1]),
         )
-        state, _, m = alg.apply(state, block, {}, jax.random.fold_in(key, r))
-        if (r + 1) % cfg.log_every == 0 or r + 1 == cfg.fed.rounds:
-            writer.write(r + 1, {"train/loss": m["loss_sum"] / max(float(m["denom"]), 1.0)})
-        if (r + 1) % cfg.ckpt_every == 0 or r + 1 == cfg.fed.rounds:
-            ckpt.save(r + 1, state, {"round": r + 1})
-    ckpt.wait()
+        return block, {}
+
+    def server_round(st, block):
+        # the round's key comes from the server state's round counter (= the loop step)
+        st, _, m = alg.apply(st, block, {}, jax.random.fold_in(key, st.round))
+        return st, {"train/loss": m["loss_sum"] / max(float(m["denom"]), 1.0)}
+
+    state, _ = fit(
+        state,
+        collect,
+        1,
+        update_fn=server_round,
+        num_steps=cfg.fed.rounds,
+        writer=writer,
+        ckpt=ckpt,
+        resume=extra if resumed else None,
+        ckpt_every=cfg.ckpt_every,
+        log_every=cfg.log_every,
+        desc="fedavg",
+    )
+    ckpt.close()
 
     if dp_clip is not None and cfg.fed.dp_noise_multiplier > 0:
         # user-level DP-FedAvg: Poisson-sampled Gaussian composed over rounds (approximating the
@@ -186,13 +248,20 @@ def run(config, workdir: str) -> dict[str, float]:
             test_s[:n_eval],
             w2i,
             jax.random.fold_in(key, 10**6 + METHODS.index(method)),
+            mesh=rt.mesh,
         )
         results[method] = res
         writer.write(cfg.fed.rounds, {f"{method}/{k}": v for k, v in res.items()})
     writer.close()
-    plot_metrics(writer.jsonl_path, ["train/loss"], os.path.join(workdir, "train_loss.png"))
     print(format_table(results))
-    return {f"{m}/{k}": v for m, r in results.items() for k, v in r.items()}
+    return finish(
+        workdir,
+        {f"{m}/{k}": v for m, r in results.items() for k, v in r.items()},
+        metrics_path=writer.jsonl_path,
+        plot_keys=["train/loss"],
+        title=f"fed_oov: {cfg.fed.rounds} rounds, mesh {tuple(rt.mesh.shape.values())}",
+        lines=[("checkpoint", os.path.join(workdir, "ckpt"))],
+    )
 
 
 def format_table(results: dict) -> str:

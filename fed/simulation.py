@@ -7,7 +7,9 @@ three pure functions (`ClientWork`): `init(shared, personal, rng) -> cstate`,
 Backends (same numbers, different speed):
   * `vmap`: a padded block of clients `[C, S, B, ...]` is trained together, `lax.scan` over local
     steps inside `jax.vmap` over clients; padded batches have an all-False mask and padded clients
-    get weight 0, so padding contributes nothing.
+    get weight 0, so padding contributes nothing. Given a mesh, the client axis is split over its
+    batch axes (logical axis `clients`), so each device trains its share of the cohort and the
+    aggregation is one cross-device sum.
   * `loop`: one jitted client step per real batch, a Python loop over clients (for models too large
     to vmap); the reference for the vmap backend.
 
@@ -30,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from models.sharding import constrain
 
 PyTree = Any
 
@@ -138,8 +142,18 @@ def _prepare_output(out: ClientOutput, dp_clip: float | None) -> tuple[PyTree, j
     return clip_tree(out.delta, dp_clip), (out.weight > 0).astype(jnp.float32)
 
 
-def make_vmap_runner(work: ClientWork, dp_clip: float | None = None) -> Callable:
-    """Jitted `run(shared, personal_c, block, rngs_c) -> (wsum, wtotal, personal_c, metrics)`."""
+def _on_clients(tree):
+    """Splits the leading (client) axis of every leaf over the mesh (identity without a mesh)."""
+    return jax.tree.map(lambda x: constrain(x, ("clients",) + (None,) * (x.ndim - 1)), tree)
+
+
+def make_vmap_runner(work: ClientWork, dp_clip: float | None = None, mesh=None) -> Callable:
+    """Jitted `run(shared, personal_c, block, rngs_c) -> (wsum, wtotal, personal_c, metrics)`.
+
+    Args:
+      mesh: a `models.sharding` mesh: the client axis of the block, the personal trees and the
+        keys is split over it (each device trains its clients); None: one device.
+    """
 
     def one_client(shared, personal, batches, mask_sb, rng, extra):
         cstate = work.init(shared, personal, rng)
@@ -150,14 +164,25 @@ def make_vmap_runner(work: ClientWork, dp_clip: float | None = None) -> Callable
 
     @jax.jit
     def run(shared, personal_c, block, rngs_c):
+        personal_c, batches, mask_csb, rngs_c, extra = _on_clients(
+            (personal_c, block.batches, block.mask_csb, rngs_c, block.extra)
+        )
         out = jax.vmap(one_client, in_axes=(None, 0, 0, 0, 0, 0))(
-            shared, personal_c, block.batches, block.mask_csb, rngs_c, block.extra
+            shared, personal_c, batches, mask_csb, rngs_c, extra
         )
         delta_c, weight_c = jax.vmap(lambda o: _prepare_output(o, dp_clip))(out)
         metrics = jax.tree.map(lambda m: jnp.sum(m, axis=0), out.metrics)
         return aggregate_block(delta_c, weight_c), jnp.sum(weight_c), out.personal, metrics
 
-    return run
+    if mesh is None:
+        return run
+
+    def run_on_mesh(*args):
+        with jax.set_mesh(mesh):
+            return run(*args)
+
+    run_on_mesh.jitted = run
+    return run_on_mesh
 
 
 def make_loop_runner(work: ClientWork, dp_clip: float | None = None) -> Callable:
@@ -216,14 +241,19 @@ def make_fed_avg(
     backend: str = "vmap",
     dp_clip: float | None = None,
     dp_noise_multiplier: float = 0.0,
+    mesh=None,
 ) -> FedAlgorithm:
     """FedAvg/FedAdam (choose `server_tx`), optionally DP-FedAvg.
 
     `apply(state, block, personal_c, rng) -> (state, personal_c, metrics)`. With `dp_clip` set the
     sum of clipped updates gets N(0, (noise_multiplier * clip)^2) noise per coordinate and is then
-    divided by the number of real clients in the block (the cohort size, public).
+    divided by the number of real clients in the block (the cohort size, public). `mesh`: the
+    vmap backend splits the clients over it (see `make_vmap_runner`); the loop backend ignores it.
     """
-    runner = {"vmap": make_vmap_runner, "loop": make_loop_runner}[backend](work, dp_clip)
+    if backend == "vmap":
+        runner = make_vmap_runner(work, dp_clip, mesh=mesh)
+    else:
+        runner = {"loop": make_loop_runner}[backend](work, dp_clip)
 
     @jax.jit
     def server_update(state, wsum, wtotal, rng):

@@ -97,10 +97,11 @@ def main(argv):
     workdir = _WORKDIR.value or os.path.join("runs", config.experiment)
     try:
         if _DRY_RUN.value:  # nothing is written, no workdir is created or locked
+            from launch.experiments import get_dry_run_parts
             from train.dry_run import report
 
             validate_config(config)
-            report(config)
+            report(config, get_dry_run_parts(config))
             return
         run_experiment(
             config,

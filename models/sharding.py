@@ -3,7 +3,8 @@
 Parameters and activations name their axes logically (`batch`, `length`, `embed`, `mlp`, `heads`,
 `kv`, `vocab`); only this module knows the mesh axes `data`, `fsdp` and `tensor`:
 
-- `batch` is split over `data` and `fsdp` (FSDP shards the batch too),
+- `batch` is split over `data` and `fsdp` (FSDP shards the batch too), and so is `clients`, the
+  cohort axis of the federated vmap backend,
 - `embed` is split over `fsdp` (parameters and optimizer state are sharded, gathered per use),
 - `mlp`, `heads` and `vocab` are split over `tensor` (Megatron-style tensor parallelism).
 """
@@ -21,6 +22,7 @@ MESH_AXES = ("data", "fsdp", "tensor")
 
 LOGICAL_RULES: dict[str, str | tuple[str, ...] | None] = {
     "batch": ("data", "fsdp"),
+    "clients": ("data", "fsdp"),  # federated simulation: the cohort is split like a batch
     "length": None,
     "embed": "fsdp",
     "mlp": "tensor",

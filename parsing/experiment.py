@@ -1,10 +1,11 @@
 """TreePiece experiment runner (arXiv:2303.17161): data, tokeniser, training, exact match, latency.
 
 ``run(config, workdir)`` trains the parser chosen by ``config.system`` (``treepiece``, ``ar`` or
-``nar``) through the shared ``train`` runtime (TrainState, jitted update step, checkpoints,
-metrics), then decodes the test (and compositional) split with the jitted decoder and reports exact
-match on decoupled trees, the fraction of well-formed outputs, mean decoder steps and per-utterance
-latency at batch 1 and 32. ``bench/treepiece.py`` reuses ``prepare`` / ``train_system`` /
+``nar``) through the shared runtime (``train.runtime``: the mesh from ``config.mesh_shape``, the
+state created sharded, restore, the jitted update step; ``train.loop.fit``; ``finish``), then
+decodes the test (and compositional) split with the jitted decoder and reports exact match on
+decoupled trees, the fraction of well-formed outputs, mean decoder steps and per-utterance latency
+at batch 1 and 32. ``bench/treepiece.py`` reuses ``prepare`` / ``train_system`` /
 ``evaluate`` / ``latency``.
 """
 
@@ -24,10 +25,9 @@ from parsing.models import ARParser, NARParser, TreePieceParser
 from parsing.tree import TopParseError, parse_top, skeleton
 from parsing.treepiece import TreePiece
 from train.checkpoint import Checkpointer
-from train.loop import fit, restore_or
-from train.metrics import MetricWriter
+from train.loop import fit
 from train.optim import make_optimizer
-from train.plot import plot_metrics
+from train.runtime import Runtime, finish
 from train.state import TrainState, split_module
 
 
@@ -96,15 +96,14 @@ def _train_arrays(config, prep) -> dict[str, np.ndarray]:
     return {k: v[ok] for k, v in arrays.items()}
 
 
-def build(config, prep):
-    """The parser module, its loss and its jitted decoder for ``config.system``."""
+def _model(config, prep):
+    """The parser module for ``config.system`` (freshly initialised from ``config.seed``)."""
     m, vocab = config.model, prep["vocab"]
     rngs = nnx.Rngs(params=config.seed)
     n_src = len(vocab.words)
-    n_cls = len(vocab.labels) + 1
     if config.system == "treepiece":
         t = prep["tables"]
-        model = TreePieceParser(
+        return TreePieceParser(
             n_src,
             len(prep["tp"].units),
             max(1, len(vocab.slot_labels)),
@@ -112,62 +111,94 @@ def build(config, prep):
             m,
             rngs=rngs,
         )
-        graphdef, _, _ = split_module(model)
+    cls = ARParser if config.system == "ar" else NARParser
+    return cls(n_src, len(vocab.labels) + 1, m, rngs=rngs)
+
+
+def _loss_and_decode(config, prep, graphdef):
+    """The loss and the jitted decoder of ``config.system`` for a model graphdef."""
+    m, vocab = config.model, prep["vocab"]
+    if config.system == "treepiece":
+        t = prep["tables"]
         return (
-            model,
             systems.make_treepiece_loss(graphdef, t),
             systems.make_treepiece_decode(graphdef, t, m.max_leaves),
         )
     grammar = vocab.grammar(m.stack_depth)
-    cls = ARParser if config.system == "ar" else NARParser
-    model = cls(n_src, n_cls, m, rngs=rngs)
-    graphdef, _, _ = split_module(model)
     if config.system == "ar":
-        return (
-            model,
-            systems.make_ar_loss(graphdef, n_cls),
-            systems.make_ar_decode(graphdef, grammar),
-        )
-    return model, systems.make_nar_loss(graphdef), systems.make_nar_decode(graphdef, grammar)
+        n_cls = len(vocab.labels) + 1
+        return systems.make_ar_loss(graphdef, n_cls), systems.make_ar_decode(graphdef, grammar)
+    return systems.make_nar_loss(graphdef), systems.make_nar_decode(graphdef, grammar)
+
+
+def build(config, prep):
+    """The parser module, its loss and its jitted decoder for ``config.system``."""
+    model = _model(config, prep)
+    return (model, *_loss_and_decode(config, prep, split_module(model)[0]))
 
 
 def build_graphdef(config, prep):
-    return split_module(build(config, prep)[0])[0]
+    return split_module(nnx.eval_shape(lambda: _model(config, prep)))[0]
 
 
-def train_system(config, prep, workdir: str):
-    """Trains with the shared runtime; resumes from ``workdir/ckpt``. Returns (state, decode)."""
-    from train.step import make_update_step
+def _init(config, prep, tx):
+    def init():
+        _, params, frozen = split_module(_model(config, prep))
+        return TrainState.create(
+            {systems.ROLE: params}, tx, jax.random.key(config.seed), frozen={systems.ROLE: frozen}
+        )
 
-    model, loss_fn, decode = build(config, prep)
-    _, params, frozen = split_module(model)
+    return init
+
+
+def dry_run_parts(config):
+    """`--dry_run`: the parser's update (data and the TreePiece tokeniser are built, no model)."""
+    from train.dry_run import DryRunParts
+
+    prep = prepare(config)
+    loss_fn, _ = _loss_and_decode(config, prep, build_graphdef(config, prep))
     tx = make_optimizer(config.optim)
-    state = TrainState.create(
-        {systems.ROLE: params}, tx, jax.random.key(config.seed), frozen={systems.ROLE: frozen}
-    )
+    batch = {k: v[: config.batch_size] for k, v in _train_arrays(config, prep).items()}
+    return DryRunParts(_init(config, prep, tx), loss_fn, tx, batch, what=f"{config.system} parser")
+
+
+def train_system(config, prep, workdir: str, runtime: Runtime | None = None):
+    """Trains on the run's mesh; resumes from ``workdir/ckpt``. Returns (state, decode).
+
+    Args:
+      runtime: the run's Runtime (default: a new one from ``config.mesh_shape``).
+    """
+    rt = runtime or Runtime(config)
+    graphdef = build_graphdef(config, prep)
+    loss_fn, decode = _loss_and_decode(config, prep, graphdef)
+    tx = make_optimizer(config.optim)
+    state = rt.create_state(_init(config, prep, tx))
     ckpt = (
         Checkpointer(os.path.join(workdir, "ckpt"), keep=config.keep_checkpoints)
         if config.ckpt_every
         else None
     )
-    state, _, _ = restore_or(ckpt, state)
+    state, extra, resumed = rt.restore(ckpt, state)
     arrays = _train_arrays(config, prep)
     n, bsz = len(arrays["src"]), config.batch_size
 
-    def batch_fn(step):
+    def collect(st, step):
+        del st
         epoch, i = divmod(step * bsz, n)
         perm = np.random.default_rng(config.seed + epoch).permutation(n)
         idx = perm[(np.arange(bsz) + i) % n]
-        return {k: v[idx] for k, v in arrays.items()}
+        return rt.put({k: v[idx] for k, v in arrays.items()}), {}
 
-    writer = MetricWriter(workdir, tensorboard=not config.tiny, console=True)
+    writer = rt.writer(workdir, tensorboard=not config.tiny, console=True)
     state, _ = fit(
-        state=state,
-        update_fn=make_update_step(loss_fn, tx),
-        batch_fn=batch_fn,
+        state,
+        collect,
+        1,
+        update_fn=rt.update_step(loss_fn, tx),
         num_steps=config.num_steps,
         writer=writer,
         ckpt=ckpt,
+        resume=extra if resumed else None,
         ckpt_every=config.ckpt_every,
         log_every=config.log_every,
         desc=f"train {config.system}",
@@ -257,8 +288,9 @@ def latency(config, prep, fn, batch: int, repeats: int, rounds: int = 1) -> floa
 def run(config, workdir: str) -> dict[str, float]:
     """Trains ``config.system`` and reports exact match, steps and latency."""
     t0 = time.perf_counter()
+    rt = Runtime(config)
     prep = prepare(config, workdir)
-    state, decode = train_system(config, prep, workdir)
+    state, decode = train_system(config, prep, workdir, runtime=rt)
     results = {"train_seconds": time.perf_counter() - t0, "units": float(len(prep["tp"].units))}
     for split in ("test", "compositional"):
         if split in prep["splits"]:
@@ -268,16 +300,13 @@ def run(config, workdir: str) -> dict[str, float]:
         results[f"latency_ms/batch{b}"] = 1e3 * latency(
             config, prep, dec_fn, b, config.latency_repeats
         )
-    writer = MetricWriter(workdir, tensorboard=False, console=False)
+    writer = rt.writer(workdir, tensorboard=False, console=False)
     writer.write(config.num_steps, results)
     writer.close()
-    plot_metrics(
-        os.path.join(workdir, "metrics.jsonl"),
-        ["train/loss"],
-        os.path.join(workdir, "loss.png"),
-        title=f"treepiece: {config.system}",
+    return finish(
+        workdir,
+        results,
+        metrics_path=writer.jsonl_path,
+        plot_keys=["train/loss"],
+        title=f"treepiece: {config.system}, mesh {tuple(rt.mesh.shape.values())}",
     )
-    print(f"\n{'treepiece: ' + config.system:<32} value")
-    for k, v in results.items():
-        print(f"{k:<32} {v:.4g}")
-    return results

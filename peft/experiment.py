@@ -1,8 +1,10 @@
 """The READ experiment runner (arXiv:2305.15348): pretrain a small encoder, then adapt it to a
 generated GLUE-like task with `config.method` and each method in `config.baselines`.
 
-Writes `metrics.jsonl` / TensorBoard events, `read.png` (training curves) and `results.json` into
-the workdir, and prints one row per method: task score, trainable parameters, compiled peak
+Runs on the shared runtime (`train.runtime`: the mesh from `config.mesh_shape`, sharded state,
+`train.loop.fit`, `finish`). Writes `metrics.jsonl` / TensorBoard events, `result.json` and
+`plot.png` (training curves, via `finish`) and the per-method detail `results.json` into the
+workdir, and prints one row per method: task score, trainable parameters, compiled peak
 training memory and FLOPs of the update step (see `peft.finetune.compiled_cost`), step time.
 """
 
@@ -13,8 +15,7 @@ import os
 
 from peft.finetune import load_task, train_method
 from peft.pretrain import pretrain_backbone
-from train.metrics import MetricWriter
-from train.plot import plot_metrics
+from train.runtime import Runtime, finish, is_main_process
 
 
 def _methods(config) -> list[str]:
@@ -25,13 +26,16 @@ def _methods(config) -> list[str]:
 def run(config, workdir: str) -> dict[str, float]:
     """Runs every stage; resumable (pretraining and each method checkpoint in the workdir)."""
     os.makedirs(workdir, exist_ok=True)
-    writer = MetricWriter(workdir)
-    backbone, pre = pretrain_backbone(config, workdir, writer)
+    rt = Runtime(config)
+    writer = rt.writer(workdir)
+    backbone, pre = pretrain_backbone(config, workdir, writer, runtime=rt)
     data = load_task(config, backbone)
     results = {}
     for k, method in enumerate(_methods(config)):
         offset = config.pretrain.steps + k * config.finetune.steps
-        results[method] = train_method(config, workdir, backbone, method, data, writer, offset)
+        results[method] = train_method(
+            config, workdir, backbone, method, data, writer, offset, runtime=rt
+        )
     writer.close()
 
     spec = data["spec"]
@@ -46,13 +50,19 @@ def run(config, workdir: str) -> dict[str, float]:
             f"{r['peak_bytes'] / 2**20:9.2f} {r['flops'] / 1e6:8.1f} {r['step_ms']:8.2f}"
         )
     print("\n".join(table))
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump({"task": spec.name, "pretrain": pre, "methods": results}, f, indent=2)
-    keys = ["train/loss", "pretrain/heldout_loss"] + [f"{m}/valid_score" for m in results]
-    plot_metrics(os.path.join(workdir, "metrics.jsonl"), keys, os.path.join(workdir, "read.png"))
+    if is_main_process():
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump({"task": spec.name, "pretrain": pre, "methods": results}, f, indent=2)
 
     out = {f"pretrain/{k.split('/')[-1]}": v for k, v in pre.items()}
     for m, r in results.items():
         out[f"{m}/test_score"] = r["test_score"]
         out[f"{m}/trainable_params"] = float(r["trainable_params"])
-    return out
+    return finish(
+        workdir,
+        out,
+        metrics_path=writer.jsonl_path,
+        plot_keys=["train/loss", "pretrain/heldout_loss"] + [f"{m}/valid_score" for m in results],
+        title=f"READ on {spec.name}: {', '.join(results)}, mesh {tuple(rt.mesh.shape.values())}",
+        lines=[("details", os.path.join(workdir, "results.json"))],
+    )

@@ -26,11 +26,11 @@ from data import glue
 from models.peft import AdaptedModel, split_trainable
 from models.read import cache_states
 from train.checkpoint import Checkpointer
-from train.loop import fit, restore_or
+from train.loop import fit
 from train.metrics import MetricWriter
 from train.optim import make_optimizer
+from train.runtime import Runtime
 from train.state import TrainState
-from train.step import make_update_step
 
 
 def task_loss(out_bc: jax.Array, label_b: jax.Array, n_classes: int):
@@ -182,25 +182,37 @@ def train_method(
     data: dict,
     writer: MetricWriter,
     prefix_step: int = 0,
+    runtime: Runtime | None = None,
 ) -> dict[str, float]:
     """Adapts `backbone` with `method`; returns test score, trainable params and step time.
 
     Args:
       data: {"spec", "train", "valid", "test"} (+ "*_states" splits when cached states exist).
+      runtime: the run's Runtime (default: a new one from `config.mesh_shape`).
     """
     fc, spec = config.finetune, data["spec"]
+    rt = runtime or Runtime(config)
     model, split, tx = build(config, backbone, method, spec, fc.cache_states)
     suffix = "_states" if split.cached else ""
     train, valid, test = (data[k + suffix] for k in ("train", "valid", "test"))
     loss_fn = split.loss_fn(spec.n_classes)
-    state = TrainState.create(split.params, tx, jax.random.key(config.seed), frozen=split.frozen)
+    # The adapted model is assembled around the (already sharded) pretrained backbone; only the
+    # new adapter and head leaves move onto the mesh.
+    state = rt.shard_state(
+        TrainState.create(split.params, tx, jax.random.key(config.seed), frozen=split.frozen)
+    )
     ckpt = Checkpointer(
         os.path.join(workdir, "finetune", spec.name, method), keep=config.keep_checkpoints
     )
-    state, _, _ = restore_or(ckpt, state)
-    batch_fn = batch_iter(train, fc.batch_size, config.seed, split.batch_keys)
+    state, extra, resumed = rt.restore(ckpt, state)
+    host_batch = batch_iter(train, fc.batch_size, config.seed, split.batch_keys)
+
+    def batch_fn(step):
+        return rt.put(host_batch(step))
+
     # Compiled ahead of time once: the same executable trains and reports memory and FLOPs.
-    update = make_update_step(loss_fn, tx).lower(state, batch_fn(0)).compile()
+    with jax.set_mesh(rt.mesh):
+        update = rt.update_step(loss_fn, tx).jitted.lower(state, batch_fn(0)).compile()
     predict = make_predict(split, spec.n_classes)
     ev = lambda s, d: evaluate(predict, s.params, s.frozen, d, spec, fc.eval_batch_size)
     # Step time: a few steps on a throwaway copy (the real state is donated).
@@ -215,12 +227,14 @@ def train_method(
     del probe
 
     state, _ = fit(
-        state=state,
+        state,
+        lambda st, step: (batch_fn(step), {}),
+        1,
         update_fn=update,
-        batch_fn=batch_fn,
         num_steps=fc.steps,
         writer=writer,
         ckpt=ckpt,
+        resume=extra if resumed else None,
         ckpt_every=config.ckpt_every,
         log_every=config.log_every,
         eval_fn=lambda s: {f"{method}/valid_score": ev(s, valid)},

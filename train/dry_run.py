@@ -1,5 +1,10 @@
 """`--dry_run`: the parameter count, per-device sharding plan and compiled memory of a config.
 
+Every config has a plan. Language-model experiments (sft, spg, grpo, jepo, pcl, waltz) use the
+policy LM plan below; the other runners hand `plan` their own `DryRunParts` (the state
+initialiser, loss, optimizer and one batch of their main update step; see each runner's
+`dry_run_parts` and `launch.experiments.DRY_RUN`).
+
 Nothing is initialised: shapes come from `jax.eval_shape` and the update step is lowered and
 compiled against abstract, sharded arguments, so `configs/spg.py:llada8b` is checked without its
 weights. The memory figures are XLA's `memory_analysis()` of the compiled step for one device of
@@ -9,12 +14,16 @@ a CPU estimate of the sharding).
 What is compiled: the policy Transformer's supervised LM update (`ar` if causal, else `mdlm`)
 with the config's optimizer and microbatches, at the batch shape of one update: `sft.batch_size` x
 `sft.max_len`, or for RL configs `rl.prompts_per_step * rl.group_size` rows of
-`rl.max_prompt_len + rl.gen_len` (or `max_new_tokens`) tokens with `rl_optim`. RL objectives'
-extra forward passes (Monte Carlo masks, a reference policy) are not included; the state
-(parameters + optimizer) is exact.
+`rl.max_prompt_len + rl.gen_len` (or `max_new_tokens`) tokens with `rl_optim` (WaltzRL:
+`rl.batch_size` rows of `model.max_len`). RL objectives' extra forward passes (Monte Carlo masks,
+a reference policy) and second roles (PCL's value model, WaltzRL's feedback agent) are not
+included; the policy state (parameters + optimizer) is exact.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +32,20 @@ import numpy as np
 from train.optim import make_optimizer
 from train.runtime import Runtime
 
-_LM_EXPERIMENTS = ("sft", "spg", "grpo", "jepo")
+_LM_EXPERIMENTS = ("sft", "spg", "grpo", "jepo", "pcl", "waltz")
+
+
+@dataclasses.dataclass
+class DryRunParts:
+    """What `plan` compiles for a runner: `init() -> TrainState`, its loss and optimizer, one
+    host batch of the update's shape, and a line saying which update that is."""
+
+    init: Callable
+    loss_fn: Callable
+    tx: object
+    batch: dict
+    microbatches: int = 1
+    what: str = ""
 
 
 def _gib(n: float) -> str:
@@ -32,6 +54,11 @@ def _gib(n: float) -> str:
 
 def _update_shape(config) -> tuple[int, int, dict, int]:
     """(rows, length, optimizer config, microbatches) of one update for this config."""
+    if "rl" in config and config.get("rl") is not None and "prompts_per_step" not in config.rl:
+        rc = config.rl  # WaltzRL: a batch of conversations of the model's length
+        optim = dict(config.get("rl_optim", config.get("optim")))
+        optim = dict(optim.get("conversation", optim))  # per-agent optimizers: the policy's
+        return int(rc.batch_size), int(config.model.max_len), optim, 1
     if "rl" in config and config.get("rl") is not None:
         rc = config.rl
         rows = int(rc.prompts_per_step) * int(rc.group_size)
@@ -51,49 +78,56 @@ def _vocab_size(config) -> int:
     return CharTokenizer().vocab_size
 
 
-def plan(config) -> dict:
-    """Computes the dry-run report for `config` (see the module docstring).
-
-    Returns:
-      dict with `params`, `mesh`, `devices`, `leaves` (path, shape, spec, per-device shape),
-      `state_bytes_per_device` and the compiled step's `memory` (bytes per device).
-
-    Raises:
-      ValueError: the experiment has no Transformer policy to plan (yet).
-    """
+def lm_parts(config) -> DryRunParts:
+    """The policy LM's supervised update for a language-model experiment (module docstring)."""
     from train.sft import make_lm_init, make_lm_loss
 
     if config.experiment not in _LM_EXPERIMENTS:
         raise ValueError(
-            f"--dry_run supports {', '.join(_LM_EXPERIMENTS)}; {config.experiment!r} is not "
-            "on the shared runtime yet"
+            f"{config.experiment!r} has no policy LM; its runner gives its own DryRunParts"
         )
-    rt = Runtime(config)
     rows, length, optim, micro = _update_shape(config)
     tx = make_optimizer(optim)
     vocab = _vocab_size(config)
     causal = bool(config.model.get("causal", True))
     max_len = max(int(config.model.max_len), length)
     graphdef, init = make_lm_init(config, vocab, tx, causal=causal, max_len=max_len, seed=0)
-    shapes, shardings = rt.abstract_state(init)
-    rt.state_sharding = shardings
-    abstract = jax.jit(init, out_shardings=shardings).eval_shape()
 
     class _Ids:  # only the ids the mdlm loss needs
         mask_id, eos_id = 3, 2
 
     loss_fn = make_lm_loss("ar" if causal else "mdlm", graphdef, _Ids)
-    update = rt.update_step(loss_fn, tx, microbatches=micro)
-    host = {
+    batch = {
         "tokens": np.zeros((rows, length), np.int32),
         "mask": np.zeros((rows, length), bool),
         "loss_mask": np.zeros((rows, length), bool),
         "prompt_mask": np.zeros((rows, length), bool),
     }
+    what = f"{'ar' if causal else 'mdlm'} update of the policy LM, vocab {vocab}"
+    return DryRunParts(init, loss_fn, tx, batch, micro, what)
+
+
+def plan(config, parts: DryRunParts | None = None) -> dict:
+    """Computes the dry-run report for `config` (see the module docstring).
+
+    Args:
+      parts: the runner's update to plan (default: `lm_parts(config)`).
+
+    Returns:
+      dict with `params`, `mesh`, `devices`, `leaves` (path, shape, spec, per-device shape),
+      `state_bytes_per_device` and the compiled step's `memory` (bytes per device).
+    """
+    parts = parts if parts is not None else lm_parts(config)
+    rt = Runtime(config)
+    shapes, shardings = rt.abstract_state(parts.init)
+    rt.state_sharding = shardings
+    abstract = jax.jit(parts.init, out_shardings=shardings).eval_shape()
+    update = rt.update_step(parts.loss_fn, parts.tx, microbatches=parts.microbatches)
+    host = parts.batch
     from models.sharding import batch_shardings
 
     batch = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        lambda x, s: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=s),
         host,
         batch_shardings(host, rt.mesh),
     )
@@ -116,26 +150,28 @@ def plan(config) -> dict:
         name = jax.tree_util.keystr(path).removesuffix(".value")
         leaves.append((name, leaf.shape, leaf.sharding.spec, shard))
     n_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes.params)))
+    first = np.shape(jax.tree.leaves(host)[0])
     return {
         "params": n_params,
-        "vocab": vocab,
+        "what": parts.what,
         "mesh": dict(rt.mesh.shape),
         "devices": rt.num_devices,
-        "batch": (rows, length, micro),
+        "batch": (first[0], first[1] if len(first) > 1 else 1, parts.microbatches),
         "leaves": leaves,
         "state_bytes_per_device": state_bytes,
         "memory": memory,
     }
 
 
-def report(config, max_rows: int = 40) -> dict:
-    """Prints the dry-run plan for `config` and returns it."""
-    p = plan(config)
+def report(config, parts: DryRunParts | None = None, max_rows: int = 40) -> dict:
+    """Prints the dry-run plan for `config` (and the runner's `parts`, if any) and returns it."""
+    p = plan(config, parts)
     rows, length, micro = p["batch"]
     print(f"dry run: {config.experiment} ({config.get('variant', '')})")
+    print(f"  update                {p['what']}")
     print(f"  parameters            {p['params']:,}")
     print(f"  mesh                  {p['mesh']} on {p['devices']} devices")
-    print(f"  update batch          {rows} x {length} tokens, {micro} microbatch(es)")
+    print(f"  update batch          {rows} x {length}, {micro} microbatch(es)")
     print("  state sharding plan (per-device shard shape):")
     params = [r for r in p["leaves"] if r[0].startswith(".params")]
     for path, shape, spec, shard in params[:max_rows]:

@@ -23,7 +23,7 @@ from rl import objectives
 from rl.distributed.controller import run_controller
 from rl.distributed.executors import GeneratorExecutor, TrainerExecutor, role_devices
 from rl.distributed.weight_sync import WeightChannel
-from rl.run_ar import Rollouts, rl_optimizer
+from rl.run_ar import RUNNER_FIELDS, Rollouts, rl_optimizer
 from train.checkpoint import Checkpointer, CheckpointError
 from train.loop import writer_offset
 from train.metrics import MetricWriter, rewind
@@ -52,11 +52,19 @@ def build(config, workdir: str, writer):
         runtime=trainer_rt,
     )
     graphdef, params, rest = split_module(sft.model)
-    loss_fn = objectives.get(rc.objective)(graphdef, dict(rc))
-    trainer = TrainerExecutor(lc.trainer_mesh, t_dev, loss_fn, tx, microbatches=rc.microbatches)
+    objective = objectives.build(rc, graphdef, runner_fields=RUNNER_FIELDS)
+    if "old" in objective.snapshots:
+        # μ ships with every rollout: a recomputed "old" policy would anchor the ratio on the
+        # trainer's own weights and hide the staleness AIPO corrects (spec §9.4).
+        raise objectives.ConfigError(
+            f"objective {rc.objective!r} needs an 'old' snapshot; llamarl uses the generator's μ"
+        )
+    trainer = TrainerExecutor(
+        lc.trainer_mesh, t_dev, objective.loss_fn, tx, microbatches=rc.microbatches
+    )
     rl_seed = config.seed if rc.get("seed", -1) < 0 else rc.seed
-    frozen_extra = {"ref": jax.tree.map(jnp.copy, params)} if rc.kl_coef else None
-    trainer.init_state(params, rest, jax.random.key(rl_seed + 5), frozen_extra)
+    frozen = objectives.initial_frozen(objective, params, {})
+    trainer.init_state(params, rest, jax.random.key(rl_seed + 5), frozen or None)
     rollouts = Rollouts(config, graphdef, task, tokenizer)
     generator = GeneratorExecutor(
         lc.generator_mesh,

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rl.objectives import register
+from rl.objectives import Objective, register
 from rl.objectives.grpo import kl_per_token, normalise, ref_logprobs
 from rl.sampling.autoregressive import score_tokens
 
@@ -127,6 +127,10 @@ def make_aipo_loss(graphdef, cfg=None, role: str = "policy"):
     return loss_fn
 
 
-@register("aipo")
-def aipo(graphdef, cfg=None, role: str = "policy"):
-    return make_aipo_loss(graphdef, cfg, role)
+@register("aipo", fields=DEFAULTS)
+def aipo(graphdef, cfg, *, mask_id=None, role="policy"):
+    """AIPO; declares the `ref` snapshot when `kl_coef > 0` (μ comes with the batch)."""
+    del mask_id
+    snapshots = ("ref",) if cfg["kl_coef"] else ()
+    keys = ("aipo/is_mean", "aipo/clip_frac", "aipo/mismatch_kl_k3")
+    return Objective(make_aipo_loss(graphdef, cfg, role), snapshots, keys)

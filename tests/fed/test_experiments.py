@@ -20,7 +20,7 @@ def test_fed_oov_tiny(tmp_path):
     # default expand_train=all: a personal model copy plus the adapter rows
     assert out["oov_char/bytes_per_client"] > out["local_ft/bytes_per_client"] > 0
     assert out["oov_char/bytes_per_client"] == out["oov_random/bytes_per_client"]
-    assert (tmp_path / "metrics.jsonl").exists() and (tmp_path / "train_loss.png").exists()
+    assert (tmp_path / "metrics.jsonl").exists() and (tmp_path / "plot.png").exists()
     # resuming a finished run restores the server state and re-evaluates identically
     again = experiment_oov.run(fed_oov.get_config("tiny"), str(tmp_path))
     assert again["none/top3"] == pytest.approx(out["none/top3"])
@@ -32,7 +32,7 @@ def test_fred_tiny(tmp_path):
 
     out = experiment_fred.run(fred.get_config("tiny"), str(tmp_path))
     assert f"eps{math.inf}/spearman" in out and "eps1.0/top1_hit" in out
-    assert (tmp_path / "fred.png").exists()
+    assert (tmp_path / "plot.png").exists()
 
 
 def test_configs_lock_and_variants():

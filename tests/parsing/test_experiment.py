@@ -42,7 +42,7 @@ def test_tiny_run(tmp_path, system):
     c = get_config(f"model={system},tiny")
     r = E.run(c, str(tmp_path))
     assert r["test/well_formed"] == 1.0 and r["compositional/well_formed"] == 1.0
-    assert r["latency_ms/batch1"] > 0 and os.path.exists(tmp_path / "loss.png")
+    assert r["latency_ms/batch1"] > 0 and os.path.exists(tmp_path / "plot.png")
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ def test_tiny_run_writes_results_and_resumes(tmp_path):
     wd = str(tmp_path)
     out = experiment.run(config, wd)
     assert {"read/test_score", "head/test_score", "read/trainable_params"} <= set(out)
-    for f in ("results.json", "read.png", "metrics.jsonl"):
+    for f in ("results.json", "result.json", "plot.png", "metrics.jsonl"):
         assert os.path.exists(os.path.join(wd, f)), f
     res = json.load(open(os.path.join(wd, "results.json")))
     assert res["methods"]["read"]["cached_states"] is True

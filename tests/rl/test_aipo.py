@@ -123,7 +123,7 @@ def test_registered_loss_on_a_tiny_model(variant):
     mu = np.where(score, lp - rng.uniform(-1.2, 1.2, lp.shape), 0.0).astype(np.float32)
     adv = np.array([1.0, -1.0, 0.5, 0.0], np.float32)
     batch = dict(tokens=toks, mask=mask, score_mask=score, old_logp=mu, adv=adv)
-    loss_fn = objectives.get("aipo")(graphdef, {"variant": variant, "rho": RHO, "clip_eps": 9})
+    loss_fn = objectives.get("aipo")(graphdef, {"variant": variant, "rho": RHO}).loss_fn
     loss_sum, denom, aux = loss_fn({"policy": params}, {"policy": rest}, batch, None)
     w = score.astype(np.float32)
     ref_loss, _, r = _ref(lp, mu, adv, w, RHO, variant)

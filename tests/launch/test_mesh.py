@@ -1,0 +1,140 @@
+"""Every config on a mesh: dry runs, `:tiny` on 8 fake devices vs 1, samplers and clients.
+
+- `--dry_run` plans every config (shapes only, nothing trained).
+- Every config's `:tiny` run on 8 fake CPU devices with mesh (2,2,2) ends with the metrics of
+  the 1-device run (fp32 tolerance; strings exactly). Two subprocesses run all configs (one per
+  device count, sharing imports and the compilation cache); slow, with `fred` in `make test`.
+- The diffusion and AR samplers with sharded parameters and a batch split over `data` return the
+  1-device tokens (greedy and sampled with equal keys); the federated vmap backend splits its
+  client axis over the mesh and aggregates as on one device.
+"""
+
+import importlib
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+CONFIGS = ["sft", "spg", "grpo", "jepo", "pcl", "waltz", "read", "fed_oov", "fred", "treepiece"]
+# Wall-clock figures, not results: they differ between any two runs.
+UNTIMED = ("seconds", "latency", "_ms", "time")
+
+
+def _config(name, variant="tiny"):
+    return importlib.import_module(f"configs.{name}").get_config(variant)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_dry_run_plans_every_tiny_config(name, capsys):
+    from launch.experiments import get_dry_run_parts
+    from train.dry_run import report
+
+    config = _config(name)
+    p = report(config, get_dry_run_parts(config))
+    assert p["params"] > 0 and p["devices"] == 1
+    assert p["memory"]["argument"] > 0 and p["state_bytes_per_device"] > 0
+    assert "peak estimate/device" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CONFIGS)
+def test_dry_run_plans_every_default_config(name):
+    from launch.experiments import get_dry_run_parts
+    from train.dry_run import plan
+
+    config = _config(name, None)
+    assert plan(config, get_dry_run_parts(config))["params"] > 0
+
+
+def _env(devices: int) -> dict:
+    env = {**os.environ, "LMRL_NO_PROGRESS": "1", "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
+    env["JAX_NUM_CPU_DEVICES"] = str(devices)
+    env.pop("XLA_FLAGS", None)
+    return env
+
+
+def _mesh_check(out_dir, devices: int, mesh: str, names) -> dict:
+    out = subprocess.run(
+        [sys.executable, os.path.join(HERE, "mesh_check.py"), str(out_dir), mesh, *names],
+        cwd=ROOT,
+        env=_env(devices),
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _assert_same_result(name, one: dict, many: dict):
+    assert "error" not in one, f"{name} on 1 device: {one['error']}"
+    assert "error" not in many, f"{name} on mesh (2,2,2): {many['error']}"
+    # The result and the last value of every logged metric (training curves, FreD accuracies).
+    a = {**one["metrics"], **one["result"]}
+    b = {**many["metrics"], **many["result"]}
+    assert set(a) == set(b), name
+    for k, v in a.items():
+        if any(t in k for t in UNTIMED):
+            continue
+        if isinstance(v, str) or isinstance(b[k], str):
+            assert v == b[k], (name, k)
+        elif not (math.isnan(v) and math.isnan(b[k])):
+            assert b[k] == pytest.approx(v, rel=1e-4, abs=1e-5), (name, k)
+
+
+def _both(tmp_path_factory, names):
+    base = tmp_path_factory.mktemp("mesh")
+    one = _mesh_check(base / "one", 1, "(1,1,1)", names)
+    many = _mesh_check(base / "many", 8, "(2,2,2)", names)
+    return one, many
+
+
+@pytest.fixture(scope="module")
+def all_configs_on_mesh(tmp_path_factory):
+    return _both(tmp_path_factory, CONFIGS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_tiny_config_on_mesh_equals_one_device(all_configs_on_mesh, name):
+    one, many = all_configs_on_mesh
+    _assert_same_result(name, one[name], many[name])
+
+
+def test_fred_tiny_on_mesh_equals_one_device(tmp_path_factory):
+    # The make-test representative: central training, DP moments and vmapped FedAdam clients.
+    one, many = _both(tmp_path_factory, ["fred"])
+    _assert_same_result("fred", one["fred"], many["fred"])
+
+
+def _parity(mode: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, os.path.join(HERE, "mesh_parity_check.py"), mode],
+        cwd=ROOT,
+        env=_env(8),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_samplers_on_mesh_return_the_one_device_tokens():
+    r = _parity("samplers")
+    assert set(r) == {"diffusion_greedy", "diffusion_sampled", "ar_greedy", "ar_sampled"}
+    for name, v in r.items():
+        assert v["equal"] and v["params_sharded"], (name, v)
+        assert v["batch_split"] == "P(('data', 'fsdp'), None)", (name, v)
+
+
+def test_fed_vmap_backend_splits_clients_over_the_mesh():
+    r = _parity("fed")
+    assert r["personal_spec"] == "P(('data', 'fsdp'),)"
+    assert r["max_abs_diff"] < 1e-5
