@@ -17,6 +17,7 @@ more than wall seconds): `make test` runs only SFT, the 2-process run and the 1-
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -54,7 +55,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+GLOO_LATE = "Gloo context initialization failed: DEADLINE_EXCEEDED"
+
+
 def _run_two_processes(config, workdir, timeout=600):
+    """Both processes to completion; one fresh retry when gloo's fixed 30 s rendezvous timed out.
+
+    Gloo (jaxlib, not configurable) gives a process 30 s to join a new collective context; on a
+    heavily loaded machine one process can be compiling for longer than that. That is the
+    machine, not the code under test, so such a run is repeated once in a fresh workdir (the
+    compilation cache makes a second late arrival less likely); any other failure fails.
+    """
+    outs, codes = _launch_two(config, workdir, timeout)
+    if any(c != 0 for c in codes) and any(GLOO_LATE in o for o in outs):
+        shutil.rmtree(workdir, ignore_errors=True)
+        outs, codes = _launch_two(config, workdir, timeout)
+    for c, out in zip(codes, outs):
+        assert c == 0, out[-3000:]
+    return outs
+
+
+def _launch_two(config, workdir, timeout):
     port = _free_port()
     procs = []
     for pid in range(2):
@@ -83,9 +104,7 @@ def _run_two_processes(config, workdir, timeout=600):
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0, out[-3000:]
-    return outs
+    return outs, [p.returncode for p in procs]
 
 
 def _run_one(config, workdir, mesh, devices, *flags):
