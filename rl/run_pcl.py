@@ -12,7 +12,8 @@ Reported: held-out greedy accuracy before/after (paired bootstrap over prompts,
 (collection + update seconds, evaluation excluded, pre-filtering's one-time screen included), the
 effective ratio, the value model's MSE, selection cost, generated samples per accepted prompt.
 The selected prompts' pass rates (n-sample group estimates) and difficulties are appended per
-step to `selected.jsonl`; `plot.png` shows the curves and their histogram.
+step to `selected.jsonl`; `pcl.png` shows the curves and their histogram, `plot.png` and
+`result.json` are written by `train.runtime.finish` as for every runner.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from rl.pcl_harness import Harness
 from train.checkpoint import Checkpointer
 from train.loop import fit
 from train.optim import make_role_optimizer
-from train.runtime import Runtime
+from train.runtime import Runtime, finish, is_main_process
 from train.sft import make_task_and_tokenizer, sft_stage
 from train.state import TrainState, split_module
 
@@ -239,13 +240,14 @@ def run(config, workdir: str) -> dict[str, float]:
         clock = dict(zip(done_steps, wallclock(hist, harness.setup_s), strict=True))
         curve = [(s, clock.get(s, t), a) for s, t, a in curve]
     summ = summarise(hist, curve) if hist else {}
-    png = (
-        plot(curve, records, hist, os.path.join(workdir, "plot.png"), f"pcl ({config.variant})")
-        if hist
-        else ""
-    )
-    with open(os.path.join(workdir, "curve.json"), "w") as f:
-        json.dump({"curve": curve, "before": before.tolist(), "after": after.tolist()}, f)
+    # The six-panel curriculum figure (accuracy against steps and wall-clock, selection,
+    # pass-rate histogram) is this method's extra file; `finish` writes plot.png as everywhere.
+    panels = os.path.join(workdir, "pcl.png")
+    if is_main_process():
+        if hist:
+            plot(curve, records, hist, panels, f"pcl ({config.variant})")
+        with open(os.path.join(workdir, "curve.json"), "w") as f:
+            json.dump({"curve": curve, "before": before.tolist(), "after": after.tolist()}, f)
     result = {
         "before/accuracy": float(before.mean()),
         "after/accuracy": float(after.mean()),
@@ -257,30 +259,36 @@ def run(config, workdir: str) -> dict[str, float]:
     }
     for k, (b, a) in by_level.items():
         result[f"before/{k}"], result[f"after/{k}"] = b, a
-    print("\n" + "=" * 72)
-    print(
-        f"pcl on {config.task}: curriculum={rc.curriculum} tau={rc.tau} k={rc.k}, "
-        f"SFT {sft.steps} steps, RL {rc.steps} steps of {rc.prompts_per_step}x{rc.group_size}"
-    )
-    print(
+    table = [
         f"  held-out accuracy  before {before.mean():.4f}  after {after.mean():.4f}  "
         f"change {iv} (95% paired bootstrap, n={iv.n})"
+    ]
+    table += [f"    difficulty {k[5:]}: {b:.3f} -> {a:.3f}" for k, (b, a) in by_level.items()]
+    table += [f"  {k:24s} {summ[k]:.4f}" for k in SUMMARY_ROWS if k in summ]
+    keys = ["eval/accuracy", "rl/reward_mean", "rl/effective_ratio", "train/loss"]
+    keys += ["pcl/value_mse", "sel/pass_rate_mean", "sel/difficulty_mean"]
+    return finish(
+        workdir,
+        result,
+        metrics_path=writer.jsonl_path,
+        plot_keys=keys,
+        title=(
+            f"pcl on {config.task}: curriculum={rc.curriculum} tau={rc.tau} k={rc.k}, "
+            f"SFT {sft.steps} steps, RL {rc.steps} steps of {rc.prompts_per_step}x{rc.group_size}"
+        ),
+        lines=[("selected prompts", sel_path), ("curriculum panels", panels)],
+        table="\n".join(table),
     )
-    for k, (b, a) in by_level.items():
-        print(f"    difficulty {k[5:]}: {b:.3f} -> {a:.3f}")
-    for k in (
-        "effective_ratio",
-        "value_mse_first_q",
-        "value_mse_last_q",
-        "select_s_per_step",
-        "gen_per_accepted",
-        "collect_s_per_accepted",
-        "difficulty_first_q",
-        "difficulty_last_q",
-        "wallclock_s",
-    ):
-        if k in summ:
-            print(f"  {k:24s} {summ[k]:.4f}")
-    print(f"  selected prompts {sel_path}   plot {png}")
-    print("=" * 72)
-    return result
+
+
+SUMMARY_ROWS = (
+    "effective_ratio",
+    "value_mse_first_q",
+    "value_mse_last_q",
+    "select_s_per_step",
+    "gen_per_accepted",
+    "collect_s_per_accepted",
+    "difficulty_first_q",
+    "difficulty_last_q",
+    "wallclock_s",
+)

@@ -7,14 +7,21 @@ feedback) -> stage 1 (conversation agent frozen, alpha/lambda/gamma on) -> stage
 config switches: `gate=False`, `frozen_conversation=True` (stage 2 trains only pi_f), and
 `single=True` (a single-model safety RL baseline: pi_c alone on R_c of its first answer).
 
+The run is the shared runtime's shape: `train.runtime.Runtime` (mesh from `config.mesh_shape`,
+the two-agent state created sharded, restore), one `train.loop.fit` per RL stage (`collect` = one
+protocol round on the stage's prompt draw, `inner_updates` updates, checkpoints in
+`ckpt/stage<k>` at the loop step) and `train.runtime.finish` (result.json, plot.png, the systems
+table). The update is WaltzRL's own (`rl.waltz.make_agent_update`): one compiled per-agent step
+serves both roles with their own optimizer, denominator and skip, and stage 1 never calls it for
+the conversation agent (bitwise frozen), which `Runtime.update_step`'s one optimizer over the
+whole state and one joint skip cannot express without changing the logged per-agent metrics.
+
 `bench/waltz.py` calls `warm_start`, `train_stage` and `evaluate` directly to share one warm start
 and one stage 1 between the systems of a seed.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 import time
 
@@ -45,6 +52,9 @@ from rl.waltz_world import (
     classifier_judge,
     make_prompts,
 )
+from train.checkpoint import Checkpointer
+from train.loop import fit
+from train.runtime import Runtime, finish
 
 
 class Agents:
@@ -115,46 +125,102 @@ def stage_coefs(rc, stage: int) -> tuple[float, float, float]:
     return (rc.alpha, rc.lam if stage == 1 else 0.0, rc.gamma)
 
 
-def train_stage(
-    config, agents, state, *, stage: int, writer=None, prefix_step=0, start=0, on_step=None
-):
-    """RL steps `start..` of one stage; returns (state, per-step history of rollout metrics).
+def stage_steps(config, stage: int) -> int:
+    return config.rl.stage1_steps if stage == 1 else config.rl.stage2_steps
+
+
+def make_collect(config, agents, stage: int):
+    """`collect(state, step) -> (batches {role: batch}, rollout metrics)` of one stage.
 
     The prompt draws and sampling seeds are a pure function of (seed, stage, step), so a stage
-    resumed at `start` continues exactly as an uninterrupted one. `on_step(done, state)` is
-    called after every step (checkpointing).
+    resumed at any step continues exactly as an uninterrupted one.
     """
     c, rc = config, config.rl
-    steps = rc.stage1_steps if stage == 1 else rc.stage2_steps
     alpha, lam, gamma = stage_coefs(rc, stage)
-    train_conv = stage == 2 and not c.frozen_conversation
-    train_fb = not c.single
     feedback = "none" if c.single else "agent"
     prompts, types = make_prompts(rc.num_train_prompts, c.seed, "train")
     rng = np.random.default_rng([c.seed, stage, 0x5A])
-    history = []
-    for step in range(steps):
-        idx = rng.choice(len(prompts), rc.batch_size, replace=False)
-        if step < start:
-            continue  # fast-forward the prompt stream of a resumed stage
+    n = stage_steps(c, stage)
+    draws = [rng.choice(len(prompts), rc.batch_size, replace=False) for _ in range(n)]
+
+    def collect(state, step):
+        idx = draws[step]
         seed = (c.seed * 1000 + stage) * 100000 + step
         traj, rec = _protocol(agents, state.params, prompts[idx], types[idx], seed, feedback)
         rew = rewards(traj, alpha=alpha, lam=lam, gamma=gamma, gate=c.gate, judge_fn=agents.judge)
         batches, _ = assemble(rec, traj, rew, seed, conv_mix="a" if c.single else rc.conv_mix)
-        if not train_fb:
+        if c.single:
             batches.pop("feedback")
-        m = {}
-        for _ in range(rc.inner_updates):
-            state, m = waltz_update(state, agents.update, batches, train_conversation=train_conv)
         row = {f"rollout/{k}": v for k, v in metrics(traj, rew, agents.judge).items()}
-        row.update({f"train/{k}": float(v) for k, v in m.items()})
         row["rollout/r_f"] = float(rew["r_f"].mean())
-        history.append(row)
-        if writer is not None and ((step + 1) % c.log_every == 0 or step + 1 == steps):
-            writer.write(prefix_step + step + 1, row)
-        if on_step is not None:
-            on_step(step + 1, state)
-    return state, history
+        return batches, row
+
+    return collect
+
+
+def make_stage_update(config, agents, stage: int):
+    """`update(state, batches) -> (state, metrics)` for `fit`: the shared compiled per-agent
+    update (`rl.waltz.waltz_update`) on the roles this stage trains."""
+    train_conv = stage == 2 and not config.frozen_conversation
+
+    def update(state, batches):
+        state, m = waltz_update(state, agents.update, batches, train_conversation=train_conv)
+        out = {f"train/{k}": v for k, v in m.items()}
+        out["train/skipped"] = state.skipped  # cumulative, as `fit`'s skip guard reads it
+        return state, out
+
+    return update
+
+
+class _StageLog:
+    """The writer `fit` sees: keeps every step's row (the stage history) and passes the rows
+    of the logged steps (every `log_every`, and the last) on to the run's writer."""
+
+    def __init__(self, writer, log_every: int, last: int, prefix_step: int):
+        self.writer, self.log_every, self.last, self.prefix = writer, log_every, last, prefix_step
+        self.history = []
+        if writer is not None and hasattr(writer, "offset"):
+            self.offset, self.truncate = writer.offset, writer.truncate
+
+    def write(self, step, row):
+        row = {k: float(np.asarray(v)) for k, v in row.items()}
+        self.history.append(row)
+        done = step - self.prefix
+        if self.writer is not None and (done % self.log_every == 0 or done == self.last):
+            self.writer.write(step, row)
+        return row
+
+    def flush(self):
+        if self.writer is not None:
+            self.writer.flush()
+
+
+def train_stage(
+    config, agents, state, *, stage: int, writer=None, prefix_step=0, ckpt=None, resume=None
+):
+    """The RL steps of one stage through `train.loop.fit`; returns (state, per-step history).
+
+    `ckpt`/`resume`: the stage's Checkpointer and the `extra` restored with `state` (a resumed
+    stage continues from its checkpointed loop step).
+    """
+    steps = stage_steps(config, stage)
+    log = _StageLog(writer, max(config.log_every, 1), steps, prefix_step)
+    state, _ = fit(
+        state,
+        make_collect(config, agents, stage),
+        config.rl.inner_updates,
+        update_fn=make_stage_update(config, agents, stage),
+        num_steps=steps,
+        writer=log,
+        ckpt=ckpt,
+        resume=resume,
+        ckpt_every=config.ckpt_every,
+        log_every=1,  # every row goes to the history; `_StageLog` thins what is written
+        extra={"stage": f"stage{stage}"},
+        desc=f"waltz stage {stage}",
+        prefix_step=prefix_step,
+    )
+    return state, log.history
 
 
 def evaluate(config, agents, params, *, feedback="agent", guard=False):
@@ -175,79 +241,76 @@ def evaluate(config, agents, params, *, feedback="agent", guard=False):
     return metrics(traj, judge_fn=agents.judge), traj
 
 
-def _save(ckpt, state, extra):
-    """Checkpoint numbered by progress (RL steps done, evaluations done), so it only grows; the
-    extra dict is copied because the save is asynchronous and the caller keeps mutating it."""
-    step = sum(extra["done"].values()) + 10_000 * len(extra["result"])
-    ckpt.save(step, state, copy.deepcopy(extra), force=True)
-
-
 def run(config, workdir: str) -> dict:
-    """The default pipeline (warm start -> baselines -> stage 1 -> stage 2), result.json."""
-    from train.checkpoint import Checkpointer
-    from train.loop import restore_or
-    from train.metrics import MetricWriter
-    from train.plot import plot_metrics
+    """The default pipeline (warm start -> baselines -> stage 1 -> stage 2) on the shared runtime.
 
+    Each RL stage is one `fit` with its own checkpoints (`ckpt/stage1`, `ckpt/stage2`); the
+    warm start is the reference tree kept in every checkpointed state, and the evaluations are
+    a pure function of the parameters, so a resumed or finished run recomputes them exactly.
+
+    Returns:
+      `<system>/<metric>` for every evaluated system, as written to result.json.
+    """
     t0 = time.time()
-    writer = MetricWriter(workdir, tensorboard=False, console=not config.tiny)
+    rt = Runtime(config)
+    writer = rt.writer(workdir, tensorboard=False, console=not config.tiny)
     agents = Agents(config)
-    ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=config.keep_checkpoints)
-    template = new_state(config, agents.init_params, agents)
-    state, extra, resumed = restore_or(ckpt, template)
+    role_optims = {r: config.rl_optim[r] for r in ROLES}
+
+    def init(params, rest):
+        return create_state(params, rest, role_optims, jax.random.key(config.seed))
+
+    def ckpt(stage):
+        path = os.path.join(workdir, "ckpt", f"stage{stage}")
+        return Checkpointer(path, keep=config.keep_checkpoints)
+
+    stages = [1, 2] if config.stage == "both" else [int(config.stage)]
+    stages = [s for s in stages if not (s == 1 and config.single)]
+    ckpts = {s: ckpt(s) for s in stages}
+    state = rt.create_state(init, agents.init_params, agents.rest)
+    state, extra, resumed = rt.restore(ckpts[stages[0]], state)
     if resumed:  # the warm start is the reference tree kept in the state
         params = state.frozen["ref"]
     else:
         params = warm_start(config, agents)
-        state = new_state(config, params, agents)
-        extra = {"result": {}, "done": {}}
-    result, done = extra["result"], extra["done"]
-
-    def eval_once(name, **kw):
-        if name not in result:
-            result[name] = evaluate(config, agents, kw.pop("params", params), **kw)[0]
-            _save(ckpt, state, extra)
-
-    eval_once("untrained_pair")
-    eval_once("safeguard", guard=True)
-    eval_once("oracle_template", feedback="oracle")
-    stages = [1, 2] if config.stage == "both" else [int(config.stage)]
-    for stage in [s for s in stages if not (s == 1 and config.single)]:
-        steps = config.rl.stage1_steps if stage == 1 else config.rl.stage2_steps
-        off = config.rl.stage1_steps if stage == 2 else 0
-        key = f"stage{stage}"
-
-        def save(k, st, key=key, steps=steps):
-            done[key] = k
-            if k == steps or (config.ckpt_every and k % config.ckpt_every == 0):
-                _save(ckpt, st, extra)
-
-        name = "stage1" if stage == 1 else "final"
-        if done.get(key, 0) < steps:  # (re)train, so any stored evaluation of it is stale
-            result.pop(name, None)
+        state = rt.create_state(init, params, agents.rest)
+    result = {
+        "untrained_pair": evaluate(config, agents, params)[0],
+        "safeguard": evaluate(config, agents, params, guard=True)[0],
+        "oracle_template": evaluate(config, agents, params, feedback="oracle")[0],
+    }
+    for stage in stages:
+        if stage != stages[0]:
+            state, extra, resumed = rt.restore(ckpts[stage], state)
         state, _ = train_stage(
-            config, agents, state, stage=stage, writer=writer, prefix_step=off,
-            start=done.get(key, 0), on_step=save,
+            config, agents, state, stage=stage, writer=writer,
+            prefix_step=config.rl.stage1_steps if stage == 2 else 0,
+            ckpt=ckpts[stage], resume=extra if resumed else None,
         )  # fmt: skip
+        ckpts[stage].close()
         fb = "none" if config.single else "agent"
-        eval_once(name, params=state.params, feedback=fb)
+        name = "stage1" if stage == 1 else "final"
+        result[name] = evaluate(config, agents, state.params, feedback=fb)[0]
         if stage == 1:
             result["stage1_conversation_bitwise_unchanged"] = trees_equal(
                 state.frozen["ref"]["conversation"], state.params["conversation"]
             )
-    ckpt.wait()
-    result = dict(result)
-    result["update_traces"] = agents.update.traces
-    result["seconds"] = time.time() - t0
     writer.close()
-    with open(os.path.join(workdir, "result.json"), "w") as f:
-        json.dump(result, f, indent=1, default=float)
+    flat = {}
+    for name, m in result.items():
+        flat.update({f"{name}/{k}": v for k, v in m.items()} if isinstance(m, dict) else {name: m})
+    flat["update_traces"] = agents.update.traces
+    flat["seconds"] = time.time() - t0
     keys = ["rollout/asr", "rollout/orr", "rollout/ftr_nonharmful", "rollout/label_acc"]
     keys += ["rollout/json_valid", "rollout/dir_pos"]
-    plot_metrics(writer.jsonl_path, keys, os.path.join(workdir, "plot.png"), "WaltzRL")
-    if not config.tiny:
-        print(format_systems(result))
-    return result
+    return finish(
+        workdir,
+        flat,
+        metrics_path=writer.jsonl_path,
+        plot_keys=keys,
+        title=f"WaltzRL on the synthetic safety world (stages {stages})",
+        table=format_systems(result),
+    )
 
 
 COLUMNS = ("asr", "orr", "ftr", "ftr_nonharmful", "label_acc", "label_f1", "json_valid")
