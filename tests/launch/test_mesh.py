@@ -1,6 +1,6 @@
 """Every config on a mesh: dry runs, `:tiny` on 8 fake devices vs 1, samplers and clients.
 
-- `--dry_run` plans every config (shapes only, nothing trained).
+- `--dry_run` plans every config (shapes only, nothing trained; read, fed_oov, fred in make test).
 - Every config's `:tiny` run on 8 fake CPU devices with mesh (2,2,2) ends with the metrics of
   the 1-device run (fp32 tolerance; strings exactly). Two subprocesses run all configs (one per
   device count, sharing imports and the compilation cache); slow, with `fred` in `make test`.
@@ -33,7 +33,14 @@ def _config(name, variant="tiny"):
     return importlib.import_module(f"configs.{name}").get_config(variant)
 
 
-@pytest.mark.parametrize("name", CONFIGS)
+# In make test: the runners' own plans (tests/train/test_runtime.py runs the policy-LM plan for
+# sft); the LM configs and TreePiece (a slow compile) are slow.
+_FAST_PLANS = ("read", "fed_oov", "fred")
+
+
+@pytest.mark.parametrize(
+    "name", [n if n in _FAST_PLANS else pytest.param(n, marks=pytest.mark.slow) for n in CONFIGS]
+)
 def test_dry_run_plans_every_tiny_config(name, capsys):
     from launch.experiments import get_dry_run_parts
     from train.dry_run import report
