@@ -23,8 +23,10 @@ setup: $(STAMP)
 run: setup
 	$(PY) -m launch.main --config=$(CONFIG) --workdir=$(WORKDIR)
 
-test: setup  # pytest's closing line states the suite's duration
-	$(PY) -m pytest -q
+test: setup  # prints the suite's wall time (pytest's closing line states it too)
+	@start=$$(date +%s); $(PY) -m pytest -q; rc=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s wall (JAX cache: $$JAX_COMPILATION_CACHE_DIR)"; \
+	exit $$rc
 
 test-all: setup
 	$(PY) -m pytest -q -m ''

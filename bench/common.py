@@ -59,13 +59,17 @@ def device_info() -> dict:
 
 
 def write_results(name: str, payload: dict, markdown: str) -> tuple[str, str]:
-    """Writes bench/results/<name>.json and .md; returns both paths."""
+    """Writes bench/results/<name>.json and .md, and the .md table's companion PNG
+    (`bench.plots.table_png`, when the table has numbers); returns the .json and .md paths."""
     os.makedirs(RESULTS, exist_ok=True)
     jp, mp = os.path.join(RESULTS, f"{name}.json"), os.path.join(RESULTS, f"{name}.md")
     with open(jp, "w") as f:
         json.dump(payload, f, indent=2, sort_keys=True)
     with open(mp, "w") as f:
         f.write(markdown.rstrip() + "\n")
+    from bench.plots import table_png
+
+    table_png(mp)
     return jp, mp
 
 

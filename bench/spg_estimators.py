@@ -79,12 +79,12 @@ def diagnose(task: str, keys: int, batches: int) -> list[dict]:
         shuf = _shuffle_within_groups(batch["advantage"], g, b)
         data.append((batch, dict(batch, advantage=jnp.asarray(shuf))))
     mask_keys = jax.random.split(jax.random.key(123), keys)
-    frozen = {"policy": rest, "ref_params": params, "old_params": params}
+    frozen = {"policy": rest, "ref": params, "old": params}
 
     means, rows = {}, []
     for method, arg in METHODS.items():
         cfg = spg_config.get_config(f"task={task},seed=0,{arg}")
-        loss_fn = build_objective(cfg, graphdef, tok)
+        loss_fn = build_objective(cfg, graphdef, tok).loss_fn
 
         def mean_loss(p, b, k, loss_fn=loss_fn):
             s, d, _ = loss_fn({"policy": p}, frozen, b, k)

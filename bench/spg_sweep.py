@@ -7,7 +7,7 @@ back, so an interrupted sweep resumes. Reported per cell: warm-start and final h
 accuracy at the training length on unseen grids, the paired change with its 95% bootstrap
 interval over prompts, sampled pass@1 and train-grid changes, and the cell's wall time.
 
-  python -m bench.spg_sweep --cells='lr1e-4=rl_optim.lr=1e-4' --cells='kl=rl.ref_kl=0.05' \
+  python -m bench.spg_sweep --cells='lr1e-4=rl_optim.lr=1e-4' --cells='kl=rl.kl_coef=0.05' \
       [--sft_steps=300] [--seed=0] [--steps=60] [--out=spg_sweep] [--report_only]
   python -m bench.spg_sweep --compare=default_40:default_40_shuffle --seeds=0,1,2 --out=NAME
 

@@ -59,6 +59,17 @@ def parse_variant(arg: str | None, defaults: dict, choices: dict | None = None) 
     return out
 
 
+# Fields renamed so that each concept has one name across configs (issue 13): old -> new. A config
+# or a caller that still sets an old name is refused with the new one (launch.workdir and
+# rl.objectives check it; on the command line the locked config refuses unknown keys).
+RENAMED = {
+    "rl.inner_steps": "rl.inner_updates",
+    "rl.eval_batch": "rl.eval_batch_size",
+    "rl.kl_beta": "rl.kl_coef",
+    "rl.ref_kl": "rl.kl_coef",
+}
+
+
 def base_config(experiment: str, variant: dict) -> mlc.ConfigDict:
     """Fields every experiment has."""
     c = mlc.ConfigDict()
@@ -72,6 +83,10 @@ def base_config(experiment: str, variant: dict) -> mlc.ConfigDict:
     c.keep_checkpoints = 2
     c.max_consecutive_skips = 20  # stop (exit 2) after more skipped updates in a row; 0: never
     c.mesh_shape = (-1, 1, 1)  # (data, fsdp, tensor) over all devices; -1 takes the rest
+    # Generated task examples: "tfds" builds each split once as array_record ($LMRL_TFDS_DIR,
+    # default ~/.cache/lmrl/tfds) and reads it through tfds + grain (data/source.py); "memory"
+    # generates them in the process (same examples, no files).
+    c.data_source = "tfds"
     return c
 
 

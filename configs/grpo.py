@@ -65,11 +65,11 @@ def ar_rl_config(experiment: str, v: dict) -> mlc.ConfigDict:
             steps=24,
             prompts_per_step=32,
             group_size=8,
-            inner_steps=1,
+            inner_updates=1,
             microbatches=1,
             num_train_prompts=2000,
             num_eval=512,  # held-out prompts (paired bootstrap over prompts)
-            eval_batch=128,  # held-out prompts per sampler call
+            eval_batch_size=128,  # held-out prompts per sampler call
             eval_samples=4,  # samples per prompt: sampled pass@1 and the n-sample answer bound
             control="none",  # "none" | "lr0" (exact-zero updates) | "shuffle" (within groups)
             drop_zero_var=True,  # DAPO: groups with equal rewards get zero loss weight
@@ -105,7 +105,7 @@ def ar_rl_config(experiment: str, v: dict) -> mlc.ConfigDict:
             group_size=2,
             num_train_prompts=8,
             num_eval=4,
-            eval_batch=4,
+            eval_batch_size=4,
             eval_samples=2,
             max_new_tokens=12,
         )

@@ -71,7 +71,7 @@ def get_config(arg=None):
             speed_samples=2,  # k * speed_samples = n keeps the screen one compiled shape
             num_train_prompts=2000,
             num_eval=512,
-            eval_batch=256,
+            eval_batch_size=256,
             eval_every=20,
             max_prompt_len=20,
             max_new_tokens=64,
@@ -98,7 +98,7 @@ def get_config(arg=None):
             prefilter_samples=2,
             num_train_prompts=16,
             num_eval=4,
-            eval_batch=4,
+            eval_batch_size=4,
             eval_every=1,
             max_new_tokens=12,
             value_hidden=8,

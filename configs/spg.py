@@ -31,6 +31,17 @@ Countdown (`task=countdown`, 3 operands in 1..9, targets <= 50) is not re-tuned.
 
 Variants (after the colon, comma-separated):
   task=sudoku4|countdown         the generated task
+  task=gsm8k|math500             local JSONL files in their public formats (openai/gsm8k
+                                 `question`/`answer`; MATH `problem`/`solution`/`answer`), read
+                                 from `<data_dir>/<task>/{train,test}.jsonl` (data_dir default
+                                 $LMRL_DATA_DIR or ~/lmrl_data; or `--config.task_kwargs.
+                                 train_path=` / `test_path=`); nothing is downloaded and a missing
+                                 file is a one-line error naming the expected path. The
+                                 character-level model keeps the rows that fit 160 prompt / 128
+                                 completion characters (short problems only: a plumbing run, not
+                                 a result); `:tiny` reads tests/data/fixtures/<task>_tiny.jsonl;
+                                 with `llada8b`, the paper's prompts and lengths (untested here)
+  data_dir=DIR                   the directory of the gsm8k / math500 files
   method=spg|diffu_grpo|wd1      SPG or the paper's baselines (d1, wd1)
   bound=mix|eubo|elbo|zero       SPG's estimator for negative advantages (elbo; llada8b: mix)
   seed=N                         run seed
@@ -44,7 +55,11 @@ Variants (after the colon, comma-separated):
                                  path is tested on a toy LLaDA-format checkpoint.
 """
 
+import os
+
 from configs import common
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def get_config(arg=None):
@@ -55,11 +70,12 @@ def get_config(arg=None):
             "method": "spg",
             "bound": "",  # "" = this variant's choice: elbo here, the paper's mix for llada8b
             "seed": 0,
+            "data_dir": "",
             "tiny": False,
             "llada8b": False,
         },
         {
-            "task": ("sudoku4", "countdown"),
+            "task": ("sudoku4", "countdown", "gsm8k", "math500"),
             "method": ("spg", "diffu_grpo", "wd1"),
             "bound": ("mix", "eubo", "elbo", "zero"),
         },
@@ -111,7 +127,6 @@ def get_config(arg=None):
         p_mask_prompt=0.0,  # the MDLM warm start never saw a masked prompt
         share_masks=True,  # common random numbers within a group (variance reduction)
         clip_eps=0.5,
-        kl_beta=0.04,
         steps=40,
         prompts_per_step=32,  # 32 x 8 = 256 rows per update (issue 12: more rows beat drift)
         group_size=8,
@@ -127,7 +142,7 @@ def get_config(arg=None):
         num_eval_seen=256,  # fresh puzzles from training grids, greedy (0: skip)
         eval_resamples=2000,  # paired bootstrap resamples over prompts
         control="none",  # none | lr0 (zero updates) | shuffle (rewards permuted within groups)
-        ref_kl=0.05,  # k3 KL to the warm start (SPG; d1 uses kl_beta)
+        kl_coef=0.04 if objective == "diffu_grpo" else 0.05,  # k3 KL to the warm start
         drop_flat_groups=False,  # DAPO: groups with equal rewards leave the loss
         eval_gen_lens=(gen_len, gen_len + 8),
         eval_batch_size=64,
@@ -172,7 +187,7 @@ def get_config(arg=None):
             share_masks=False,
             inner_updates=4,
             group_size=6,
-            ref_kl=0.0,  # SPG has no KL
+            kl_coef=0.04 if objective == "diffu_grpo" else 0.0,  # SPG has no KL; d1's beta
             # Mix: 1.0 Sudoku, 1.5 Countdown; EUBO-only Countdown: 2.0 (App. G.2).
             beta=1.0 if sudoku else (2.0 if bound == "eubo" else 1.5),
             gen_len=256,
@@ -199,6 +214,8 @@ def get_config(arg=None):
             clip_norm=0.2,
             total_steps=c.rl.steps * c.rl.inner_updates,
         )
+    if v["task"] in ("gsm8k", "math500"):
+        gen_len = _math_task(c, v)
     if c.tiny:
         common.tiny_model(c.model)
         c.sft.update(steps=2, batch_size=4, num_train=16, num_test=8)
@@ -219,3 +236,35 @@ def get_config(arg=None):
         c.log_every = 1
         c.ckpt_every = 1
     return c
+
+
+def _math_task(c, v) -> int:
+    """GSM8K / MATH500 from local JSONL files (data/tasks/math_files.py); returns gen_len."""
+    kw = dict(data_dir=v["data_dir"], train_path="", test_path="")
+    if v["tiny"]:  # the test fixtures, 3 rows each
+        fixture = os.path.join(_ROOT, "tests", "data", "fixtures", f"{v['task']}_tiny.jsonl")
+        kw.update(train_path=fixture, test_path=fixture)
+    if v["llada8b"]:
+        # The paper's prompts in LLaDA's chat template; no truncation here (the reference
+        # left-truncates at 200 tokens), so the prompt budget is wider. MATH500: 4000 steps.
+        c.task_kwargs = {**kw, "style": "paper"}
+        c.rl.update(max_prompt_len=512, steps=4000 if v["task"] == "math500" else 6000)
+        return c.rl.gen_len
+    prompt_len, gen_len = 160, 128
+    # A static-length character model: keep the rows whose prompt (+ bos) and completion (+ eos)
+    # fit, rather than truncating answers away.
+    c.task_kwargs = {
+        **kw,
+        "max_prompt_chars": prompt_len - 1,
+        "max_target_chars": gen_len - 1,
+        "style": "compact",
+    }
+    c.model.max_len = prompt_len + 2 * gen_len
+    c.sft.max_len = prompt_len + gen_len
+    c.rl.update(
+        max_prompt_len=prompt_len,
+        gen_len=gen_len,
+        gen_steps=gen_len // 2,
+        eval_gen_lens=(gen_len, gen_len + 32),
+    )
+    return gen_len

@@ -61,7 +61,7 @@ def get_config(arg=None):
             stage1_steps=40,
             stage2_steps=80,
             batch_size=64,  # trajectories per step (one protocol round each)
-            inner_steps=2,  # PPO epochs over each rollout batch
+            inner_updates=2,  # PPO epochs over each rollout batch
             num_train_prompts=4096,
             num_eval=384,
             temperature=1.0,
@@ -77,6 +77,6 @@ def get_config(arg=None):
     if c.tiny:
         common.tiny_model(c.model)
         c.sft.update(steps=2, batch_size=8, num_train=64)
-        c.rl.update(stage1_steps=2, stage2_steps=2, batch_size=8, num_eval=12, inner_steps=1)
+        c.rl.update(stage1_steps=2, stage2_steps=2, batch_size=8, num_eval=12, inner_updates=1)
         c.log_every = 1
     return c

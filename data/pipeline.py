@@ -110,13 +110,16 @@ def make_batches(
 ) -> grain.MapDataset:
     """An infinite `grain.MapDataset` whose item `i` is batch `i` (see the module docstring).
 
+    `records` is a sequence of records or a (lazy) `grain.MapDataset` of them.
+
     Each epoch is a fresh seeded permutation of `records`; batches are stacked dicts with a leading
     `batch_size` axis and may straddle epoch boundaries (every batch is full).
     """
-    if not records:
+    if not len(records):
         raise ValueError("no records to batch")
+    source = records if isinstance(records, grain.MapDataset) else grain.MapDataset.source(list(records))
     return (
-        grain.MapDataset.source(list(records))
+        source
         .shuffle(seed=seed)
         .repeat()
         .batch(batch_size, drop_remainder=True)

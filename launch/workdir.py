@@ -70,10 +70,15 @@ def validate_config(config) -> None:
     """Refuses config values that cannot be meant (one line naming the key).
 
     Raises:
-      UserError: a step/round/epoch count < 1 (`warmup_steps` < 0), `keep_checkpoints` < 1,
+      UserError: a field under its old name (`configs.common.RENAMED`), a step/round/epoch
+        count < 1 (`warmup_steps` < 0), `keep_checkpoints` < 1,
         a negative `*_every` period or `max_consecutive_skips`.
     """
+    from configs.common import RENAMED
+
     for key, value in _flatten(json.loads(config.to_json_best_effort())).items():
+        if key in RENAMED:
+            raise UserError(f"config {key} was renamed {RENAMED[key]}; set that instead")
         leaf = key.rsplit(".", 1)[-1]
         if not isinstance(value, int) or isinstance(value, bool):
             continue

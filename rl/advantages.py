@@ -8,51 +8,57 @@ Rewards come as `r_bn` [num_prompts, n_samples_per_prompt]:
 - `batch_norm`: A = (r - mean_batch(r)) / (std_batch(r) + eps) (REINFORCE++, arXiv:2501.03262).
 
 An optional `valid_bn` mask excludes samples (they get A = 0 and do not enter the statistics).
+
+This is the one registry of estimators (`ESTIMATORS`, `compute(name, ...)`): every runner picks
+its estimator by name here. They run outside the gradient step, in float32, with jax.numpy by
+default; `xp=numpy` computes them on the host with numpy (the SPG runner's rollouts, whose
+mean-subtracted advantages have always been numpy's float32 arithmetic, bit for bit).
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 EPS = 1e-6
 
 
-def _masked(r_bn, valid_bn):
-    v = jnp.ones_like(r_bn, bool) if valid_bn is None else valid_bn.astype(bool)
-    return r_bn.astype(jnp.float32), v, v.astype(jnp.float32)
+def _masked(r_bn, valid_bn, xp):
+    v = xp.ones_like(r_bn, bool) if valid_bn is None else valid_bn.astype(bool)
+    return r_bn.astype(np.float32), v, v.astype(np.float32)
 
 
-def group_mean(r_bn, valid_bn=None):
-    r, v, w = _masked(r_bn, valid_bn)
-    cnt = jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1.0)
-    mean = jnp.sum(r * w, axis=1, keepdims=True) / cnt
-    return jnp.where(v, r - mean, 0.0)
+def group_mean(r_bn, valid_bn=None, xp=jnp):
+    r, v, w = _masked(r_bn, valid_bn, xp)
+    cnt = xp.maximum(xp.sum(w, axis=1, keepdims=True), 1.0)
+    mean = xp.sum(r * w, axis=1, keepdims=True) / cnt
+    return xp.where(v, r - mean, 0.0)
 
 
-def group_mean_std(r_bn, valid_bn=None, eps: float = EPS):
-    r, v, w = _masked(r_bn, valid_bn)
-    cnt = jnp.maximum(jnp.sum(w, axis=1, keepdims=True), 1.0)
-    centred = group_mean(r, v)
-    std = jnp.sqrt(jnp.sum(centred**2 * w, axis=1, keepdims=True) / cnt)
+def group_mean_std(r_bn, valid_bn=None, eps: float = EPS, xp=jnp):
+    r, v, w = _masked(r_bn, valid_bn, xp)
+    cnt = xp.maximum(xp.sum(w, axis=1, keepdims=True), 1.0)
+    centred = group_mean(r, v, xp)
+    std = xp.sqrt(xp.sum(centred**2 * w, axis=1, keepdims=True) / cnt)
     # A constant group carries no signal; float32 rounding of its mean must not be amplified.
-    return jnp.where(v & (std > eps), centred / (std + eps), 0.0)
+    return xp.where(v & (std > eps), centred / (std + eps), 0.0)
 
 
-def rloo(r_bn, valid_bn=None):
+def rloo(r_bn, valid_bn=None, xp=jnp):
     """Leave-one-out baseline; groups with fewer than 2 valid samples get zero advantage."""
-    r, v, w = _masked(r_bn, valid_bn)
-    cnt = jnp.sum(w, axis=1, keepdims=True)
-    total = jnp.sum(r * w, axis=1, keepdims=True)
-    loo = (total - r * w) / jnp.maximum(cnt - 1.0, 1.0)
-    return jnp.where(v & (cnt >= 2), r - loo, 0.0)
+    r, v, w = _masked(r_bn, valid_bn, xp)
+    cnt = xp.sum(w, axis=1, keepdims=True)
+    total = xp.sum(r * w, axis=1, keepdims=True)
+    loo = (total - r * w) / xp.maximum(cnt - 1.0, 1.0)
+    return xp.where(v & (cnt >= 2), r - loo, 0.0)
 
 
-def batch_norm(r_bn, valid_bn=None, eps: float = EPS):
-    r, v, w = _masked(r_bn, valid_bn)
-    cnt = jnp.maximum(jnp.sum(w), 1.0)
-    mean = jnp.sum(r * w) / cnt
-    std = jnp.sqrt(jnp.sum((r - mean) ** 2 * w) / cnt)
-    return jnp.where(v & (std > eps), (r - mean) / (std + eps), 0.0)
+def batch_norm(r_bn, valid_bn=None, eps: float = EPS, xp=jnp):
+    r, v, w = _masked(r_bn, valid_bn, xp)
+    cnt = xp.maximum(xp.sum(w), 1.0)
+    mean = xp.sum(r * w) / cnt
+    std = xp.sqrt(xp.sum((r - mean) ** 2 * w) / cnt)
+    return xp.where(v & (std > eps), (r - mean) / (std + eps), 0.0)
 
 
 ESTIMATORS = {
@@ -63,8 +69,13 @@ ESTIMATORS = {
 }
 
 
-def compute(name: str, r_bn, valid_bn=None):
-    """Advantages [B, n] by estimator `name` (one of `ESTIMATORS`)."""
+def check(name: str) -> str:
+    """`name` if it is a registered estimator, else a ValueError listing them."""
     if name not in ESTIMATORS:
         raise ValueError(f"unknown advantage estimator {name!r}; known: {sorted(ESTIMATORS)}")
-    return ESTIMATORS[name](r_bn, valid_bn)
+    return name
+
+
+def compute(name: str, r_bn, valid_bn=None, *, xp=jnp):
+    """Advantages [B, n] by estimator `name` (one of `ESTIMATORS`), in array module `xp`."""
+    return ESTIMATORS[check(name)](r_bn, valid_bn, xp=xp)

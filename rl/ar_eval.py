@@ -1,7 +1,7 @@
 """Powered held-out evaluation for the autoregressive RL runner (`rl/run_ar.py`).
 
 Per held-out prompt (sizes are config fields: `rl.num_eval` prompts, `rl.eval_samples` sampled
-chains of thought each, `rl.eval_batch` prompts per sampler call):
+chains of thought each, `rl.eval_batch_size` prompts per sampler call):
   - `greedy`  [N]    greedy-decoding exact match;
   - `pass1`   [N, k] exact match of each of k samples at the training temperature (sampled pass@1
                      is its mean over samples);
@@ -33,21 +33,27 @@ from rl.objectives import jepo
 METRICS = ("greedy", "pass1", "answer_ll", "has_marker")
 
 
-def evaluate(roll, state) -> dict[str, np.ndarray]:
+def evaluate(roll, state, samples: list | None = None) -> dict[str, np.ndarray]:
     """Per-prompt held-out scores of the policy in `state` (see the module docstring).
 
     Args:
       roll: a `rl.run_ar.Rollouts` (holds the held-out prompts, samplers and scorer).
       state: the TrainState to evaluate.
+      samples: if a list, receives a few (prompt, greedy completion, target) texts for logging.
     """
+    from rl.rollout import sample_texts
+
     from rl.run_ar import jepo_rows
 
     rc, k = roll.rc, roll.rc.eval_samples
     out = {m: [] for m in METRICS}
-    for s in range(0, len(roll.test), rc.eval_batch):
-        idx = np.arange(s, min(s + rc.eval_batch, len(roll.test)))
+    for s in range(0, len(roll.test), rc.eval_batch_size):
+        idx = np.arange(s, min(s + rc.eval_batch_size, len(roll.test)))
         exs = [roll.test[i] for i in idx]
         _, _, g = roll._generate(state, roll.test_p, idx, None, 1)
+        if samples is not None and not samples:
+            greedy_texts = [roll.tok.decode(t[m]) for t, m in zip(g.tokens, g.mask, strict=True)]
+            samples.extend(sample_texts(roll.task, exs, greedy_texts))
         for ex, t, m in zip(exs, g.tokens, g.mask, strict=True):
             met = roll.task.metrics(roll.tok.decode(t[m]), ex)
             out["greedy"].append(met["correct"])
@@ -58,9 +64,8 @@ def evaluate(roll, state) -> dict[str, np.ndarray]:
         texts = [roll.tok.decode(t[m]) for t, m in zip(smp.tokens, smp.mask, strict=True)]
         corr = [roll.task.metrics(t, ex)["correct"] for t, ex in zip(texts, reps, strict=True)]
         out["pass1"].extend(np.asarray(corr, np.float64).reshape(-1, k).tolist())
-        rows = jepo_rows(
-            pt, pm, smp.tokens, smp.mask, [int(ex["answer"]) for ex in reps], roll.tok, rc
-        )
+        answers = [int(ex["answer"]) for ex in reps]
+        rows = jepo_rows(pt, pm, smp.tokens, smp.mask, answers, roll.tok, rc, roll.marker)
         p, rest = state.params["policy"], state.frozen["policy"]
         ll = roll.ll_fn(p, rest, rows["tokens"], rows["mask"], rows["ans_mask"]).reshape(-1, k)
         out["answer_ll"].extend(np.asarray(jepo.logmeanexp(ll, jnp.ones_like(ll, bool))).tolist())
@@ -87,20 +92,21 @@ def cache_key(config) -> str:
         "task_kwargs": dict(config.task_kwargs),
         "model": config.model.to_dict(),
         "sft": dict(config.sft),
-        "eval": [rc.num_eval, rc.eval_samples, rc.eval_batch, rc.max_prompt_len],
+        "eval": [rc.num_eval, rc.eval_samples, rc.eval_batch_size, rc.max_prompt_len],
         "gen": [rc.max_new_tokens, rc.max_answer_tokens, rc.temperature, rc.top_k, rc.top_p],
     }
     blob = json.dumps(fields, sort_keys=True, default=str).encode()
     return hashlib.sha1(blob).hexdigest()[:16]
 
 
-def cached_evaluate(roll, state, sft_dir: str, config) -> dict[str, np.ndarray]:
-    """`evaluate` of the warm start, read from or written to `<sft_dir>/eval_cache/`."""
+def cached_evaluate(roll, state, sft_dir: str, config, samples=None) -> dict[str, np.ndarray]:
+    """`evaluate` of the warm start, read from or written to `<sft_dir>/eval_cache/` (a cached
+    evaluation has no `samples`)."""
     path = os.path.join(sft_dir, "eval_cache", cache_key(config) + ".npz")
     if os.path.exists(path):
         with np.load(path) as f:
             return {m: f[m] for m in METRICS}
-    scores = evaluate(roll, state)
+    scores = evaluate(roll, state, samples)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + f".tmp{os.getpid()}.npz"
     np.savez(tmp, **scores)

@@ -212,8 +212,8 @@ class Harness:
     def evaluate(self, state) -> np.ndarray:
         """Greedy per-prompt correctness on the held-out set [num_eval]."""
         rc, correct = self.rc, []
-        for s in range(0, len(self.test), rc.eval_batch):
-            idx = np.arange(s, s + rc.eval_batch) % len(self.test)
+        for s in range(0, len(self.test), rc.eval_batch_size):
+            idx = np.arange(s, s + rc.eval_batch_size) % len(self.test)
             out = self.greedy(
                 state.params["policy"],
                 state.frozen["policy"],

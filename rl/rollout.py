@@ -1,10 +1,11 @@
-"""The RL loop pieces shared by the diffusion (SPG) and autoregressive runners.
+"""Rollouts and evaluation for the masked-diffusion (SPG) runner.
 
 prompts -> g completions per prompt (a `sample_fn`) -> rewards (the task's verifier on decoded
-text) -> mean-subtracted group advantages (SPG arXiv:2510.09541 §1: not divided by the std) -> µ
-inner updates on the same rollouts (each update call splits fresh mask keys from the state's RNG,
-which is independent of the rollout keys). Also: greedy evaluation at several generation lengths,
-the collapse detector (fraction of completions that are one repeated token), and a resumable loop.
+text) -> group advantages from the `rl.advantages` registry (default `group_mean`, SPG
+arXiv:2510.09541 §1: mean-subtracted, not divided by the std). The µ inner updates on the same
+rollouts run in the one loop, `train.loop.fit` (each update call splits fresh mask keys from the
+state's RNG, which is independent of the rollout keys). Also: greedy evaluation at several
+generation lengths and the collapse detector (fraction of completions that are one repeated token).
 
 A sampler here is `sample_fn(params, frozen, prompt_bp, prompt_mask_bp, rng) -> completion_bg`;
 completions hold the generated tokens only, with EOS marking their end.
@@ -19,10 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rl import advantages as adv_lib
 from rl.evaluation import check_control, control_rng, shuffle_within_groups
-from train.loop import progress_bar, writer_offset
-from train.metrics import rewind
-from train.step import SkipGuard
 
 
 def valid_through_eos(completion_bg: np.ndarray, eos_id: int) -> np.ndarray:
@@ -31,10 +30,11 @@ def valid_through_eos(completion_bg: np.ndarray, eos_id: int) -> np.ndarray:
     return (np.cumsum(is_eos, axis=-1) - is_eos) == 0
 
 
-def group_advantages(rewards: np.ndarray, group_size: int) -> np.ndarray:
-    """A_j = R_j - mean of its group; rows are in consecutive groups of `group_size`."""
-    r = rewards.reshape(-1, group_size)
-    return (r - r.mean(axis=1, keepdims=True)).reshape(-1).astype(np.float32)
+def group_advantages(rewards: np.ndarray, group_size: int, estimator: str = "group_mean"):
+    """Advantages [B] float32 of flat rewards in consecutive groups of `group_size`, by the
+    registered `estimator` (default A_j = R_j - mean of its group), computed with numpy."""
+    r = np.asarray(rewards).reshape(-1, group_size)
+    return adv_lib.compute(estimator, r, xp=np).reshape(-1).astype(np.float32)
 
 
 def collapse_rate(completion_bg: np.ndarray, valid_bg: np.ndarray, eos_id: int) -> float:
@@ -101,6 +101,14 @@ def _decode_all(sample, params, frozen, prompts, idx, batch_size, n, key):
     return np.concatenate(comps)[:n]
 
 
+def sample_texts(task, examples: Sequence[dict], completions: Sequence[str], num: int = 4) -> list[str]:
+    """`num` readable (prompt, completion, target) records for TensorBoard / samples.jsonl."""
+    return [
+        f"prompt: {task.prompt(ex)!r}\ncompletion: {c!r}\ntarget: {task.target(ex)!r}"
+        for ex, c in list(zip(examples, completions))[:num]
+    ]
+
+
 def evaluate(
     samplers: dict[int, Callable],
     params,
@@ -116,6 +124,7 @@ def evaluate(
     num_samples: int = 0,
     sample_seed: int = 0,
     return_scores: bool = False,
+    samples: list | None = None,
 ):
     """Greedy evaluation at each generation length (keys `eval/<metric>@<G>`), and optionally
     sampled pass@1 (`eval/sampled_accuracy`: the mean score of `num_samples` completions per prompt
@@ -128,7 +137,8 @@ def evaluate(
     Returns:
       the metrics dict, or with `return_scores` (metrics, per-prompt scores): scores are keyed
       like the metrics without the prefix (`accuracy@24`, `solved@24`, `sampled_accuracy`), [N]
-      for greedy and [N, num_samples] for sampled.
+      for greedy and [N, num_samples] for sampled. `samples`, if a list, receives the first few
+      (prompt, greedy completion, target) texts at the first length, for logging.
     """
     n = len(examples)
     nb = -(-n // batch_size)
@@ -137,6 +147,8 @@ def evaluate(
     for gen_len, sample in samplers.items():
         comp = _decode_all(sample, params, frozen, prompts, idx, batch_size, n, jax.random.key(0))
         texts = decode(tokenizer, comp)
+        if samples is not None and not samples:
+            samples.extend(sample_texts(task, examples, texts))
         for k, v in task_metrics(task, texts, examples).items():
             out[f"{prefix}/{k}@{gen_len}"] = v
         for k, v in prompt_scores(task, texts, examples).items():
@@ -167,6 +179,7 @@ def make_rollout_fn(
     compat: str = "fixed",
     control: str = "none",
     drop_flat_groups: bool = False,
+    advantage: str = "group_mean",
 ) -> Callable[[Any, int], tuple[dict, dict[str, float]]]:
     """Builds `rollout(params, frozen, rl_step) -> (batch, metrics)`.
 
@@ -174,7 +187,7 @@ def make_rollout_fn(
     rl_step)`, so a resumed run shuffles alike) before the advantages: each group keeps its reward
     multiset, the completion-reward link is gone. `drop_flat_groups` (DAPO's dynamic sampling,
     without resampling) sets `row_mask` False for groups whose rewards are all equal, so they leave
-    the loss's denominator too.
+    the loss's denominator too. `advantage` names the estimator in `rl.advantages`.
 
     Prompts are drawn by a permutation that depends only on (seed, epoch), and the sampler key is
     fold_in(key(seed), rl_step), so a resumed run sees the rollouts it would have seen.
@@ -182,6 +195,7 @@ def make_rollout_fn(
     `reward` with B = prompts_per_step * group_size rows in consecutive groups.
     """
     check_control(control)
+    adv_lib.check(advantage)
     n = len(examples)
     base = jax.random.fold_in(jax.random.key(seed), 7)
 
@@ -208,7 +222,7 @@ def make_rollout_fn(
         rewards = score(task, texts, exs, compat)
         if control == "shuffle":
             rewards = shuffle_within_groups(rewards, group_size, control_rng(seed, rl_step))
-        adv = group_advantages(rewards, group_size)
+        adv = group_advantages(rewards, group_size, advantage)
         flat = np.repeat(rewards.reshape(-1, group_size).std(1) == 0, group_size)
         row_mask = ~flat if drop_flat_groups else np.ones(len(ids), bool)
         valid = valid_through_eos(comp, tokenizer.eos_id)
@@ -233,82 +247,3 @@ def make_rollout_fn(
         return batch, metrics
 
     return rollout
-
-
-def rl_loop(
-    *,
-    state,
-    update_fn: Callable,
-    rollout_fn: Callable,
-    num_steps: int,
-    inner_updates: int,
-    writer,
-    ckpt=None,
-    ckpt_every: int = 0,
-    log_every: int = 1,
-    eval_fn: Callable | None = None,
-    eval_every: int = 0,
-    before_updates: Callable | None = None,
-    desc: str = "rl",
-    prefix_step: int = 0,
-):
-    """Runs RL steps from `state.step // inner_updates` to `num_steps`.
-
-    Each RL step: `rollout_fn(params, frozen, rl_step)`, optionally `before_updates(state)` (e.g.
-    snapshot the old policy), then `inner_updates` calls of `update_fn(state, batch)`. Metrics of
-    the step (rollout metrics and the mean of the update metrics) are logged at the RL step.
-    Checkpoints are saved at RL-step boundaries, so resuming repeats nothing. Metrics are logged
-    at `prefix_step + rl_step` (after an SFT stage's steps).
-
-    Returns:
-      (state, last logged metrics)
-    """
-    start = int(jax.device_get(state.step)) // inner_updates
-    # reliability: a finished run returns the metrics saved with its last checkpoint
-    saved = rewind(writer, ckpt, start * inner_updates, num_steps * inner_updates)
-    if start >= num_steps and saved:
-        return state, saved
-    guard = SkipGuard.for_state(state)
-    last: dict[str, float] = {}
-    bar = progress_bar(num_steps, start, desc)
-    for rl_step in range(start, num_steps):
-        batch, roll_metrics = rollout_fn(state.params["policy"], state.frozen["policy"], rl_step)
-        if before_updates is not None:
-            state = before_updates(state)
-        jbatch = jax.tree.map(jnp.asarray, batch)
-        upd = []
-        for _ in range(inner_updates):
-            state, m = update_fn(state, jbatch)
-            upd.append(m)
-            guard.add(int(rl_step * inner_updates + len(upd)), m.get("train/skipped"))
-        done = rl_step + 1
-        if done % max(log_every, 1) == 0 or done == num_steps:
-            guard.check()
-            mean = {k: float(np.mean([jax.device_get(u[k]) for u in upd])) for k in upd[0]}
-            last = writer.write(prefix_step + done, {**roll_metrics, **mean})
-            bar.set_postfix(reward=f"{roll_metrics['rl/reward_mean']:.3f}")
-        if eval_fn is not None and eval_every and done % eval_every == 0 and done != num_steps:
-            writer.write(prefix_step + done, eval_fn(state))
-        if ckpt is not None and ckpt_every and done % ckpt_every == 0 and done != num_steps:
-            guard.check()
-            ckpt.save(
-                done * inner_updates,
-                state,
-                {"rl_step": done},
-                metrics=last,
-                log_offset=writer_offset(writer),
-            )
-        bar.update(1)
-    bar.close()
-    guard.check()
-    if ckpt is not None and ckpt.latest_step() != num_steps * inner_updates:
-        ckpt.save(
-            num_steps * inner_updates,
-            state,
-            {"rl_step": num_steps},
-            metrics=last,
-            log_offset=writer_offset(writer),
-            force=True,
-        )
-        ckpt.wait()
-    return state, last

@@ -29,34 +29,61 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from data.tasks.arithmetic import MARKER
 from rl import advantages as adv_lib
 from rl import ar_eval, objectives
 from rl import evaluation as ev
 from rl.objectives import jepo
 from rl.sampling.autoregressive import make_sampler
 from train.checkpoint import Checkpointer
-from train.loop import fit, restore_or
-from train.metrics import MetricWriter
+from train.loop import fit
 from train.optim import make_optimizer
-from train.plot import plot_metrics
+from train.runtime import Runtime, finish
 from train.sft import make_task_and_tokenizer, sft_stage
 from train.state import TrainState, split_module
-from train.step import make_update_step
+
+# The `rl` fields this runner reads; the objective's own fields are declared by the objective.
+RUNNER_FIELDS = (
+    "objective",
+    "sft_dir",
+    "seed",
+    "steps",
+    "prompts_per_step",
+    "group_size",
+    "inner_updates",
+    "microbatches",
+    "num_train_prompts",
+    "num_eval",
+    "eval_batch_size",
+    "eval_samples",
+    "control",
+    "drop_zero_var",
+    "max_prompt_len",
+    "max_new_tokens",
+    "max_answer_tokens",
+    "temperature",
+    "top_k",
+    "top_p",
+    "reward",
+    "advantage",
+    "format_penalty",
+    "combine_rl",
+)
 
 
-def cut_at_marker(text: str) -> str | None:
-    """The chain of thought up to and including the last marker, or None if there is none."""
-    idx = text.lower().rfind(MARKER)
-    return None if idx < 0 else text[: idx + len(MARKER)]
+def cut_at_marker(text: str, marker: str) -> str | None:
+    """The chain of thought up to and including the last `marker`, or None if there is none
+    (always None for a task without a marker: no generation is well-formed for the bound)."""
+    idx = text.lower().rfind(marker) if marker else -1
+    return None if idx < 0 else text[: idx + len(marker)]
 
 
-def jepo_rows(prompt_toks, prompt_mask, gen_toks, gen_mask, answers, tokenizer, rc):
+def jepo_rows(prompt_toks, prompt_mask, gen_toks, gen_mask, answers, tokenizer, rc, marker: str):
     """[x, c_i, a*] rows (numpy) for JEPO scoring and training.
 
-    c_i is the generation cut after the marker, re-tokenised on its own; malformed generations
-    (no marker) keep their whole text as c_i (it carries the format penalty) and are invalid for
-    the bound. a* = tokenize(" N") + [eos], tokenised on its own and concatenated as ids.
+    c_i is the generation cut after the task's answer `marker` (`Task.answer_marker`),
+    re-tokenised on its own; malformed generations (no marker) keep their whole text as c_i (it
+    carries the format penalty) and are invalid for the bound. a* = tokenize(" N") + [eos],
+    tokenised on its own and concatenated as ids.
 
     Returns:
       dict with tokens/mask/cot_mask/ans_mask [R, P+N+A] and valid [R].
@@ -71,7 +98,7 @@ def jepo_rows(prompt_toks, prompt_mask, gen_toks, gen_mask, answers, tokenizer, 
     toks[:, :p], mask[:, :p] = prompt_toks, prompt_mask
     for i in range(r):
         text = tokenizer.decode(gen_toks[i][gen_mask[i]])
-        c_text = cut_at_marker(text)
+        c_text = cut_at_marker(text, marker)
         valid[i] = c_text is not None
         c_ids = tokenizer.encode(c_text if valid[i] else text)[: rc.max_new_tokens]
         a_ids = tokenizer.encode(f" {answers[i]}", add_eos=True)[: rc.max_answer_tokens]
@@ -92,6 +119,15 @@ class Rollouts:
 
         self.c, self.rc, self.task, self.tok = config, config.rl, task, tokenizer
         rc = self.rc
+        self.kind = objectives.batch_kind(rc.objective)
+        # The marker before the final answer is the task's (JEPO cuts chains of thought there).
+        self.marker = task.answer_marker.lower()
+        if self.kind == "answer_likelihood" and not self.marker:
+            raise ValueError(
+                f"objective {rc.objective!r} needs a task with an answer marker; "
+                f"task {config.task!r} has none"
+            )
+        adv_lib.check(rc.advantage)
         # RL randomness (prompt order, sampling) can vary while the SFT warm start is shared.
         self.rl_seed = config.seed if rc.get("seed", -1) < 0 else rc.seed
         self.train = task.generate("train", rc.num_train_prompts, config.seed + 1)
@@ -134,7 +170,8 @@ class Rollouts:
         pt, pm, out = self._generate(state, self.train_p, idx, key, n)
         examples = [self.train[i] for i in idx for _ in range(n)]
         texts = [self.tok.decode(t[m]) for t, m in zip(out.tokens, out.mask, strict=True)]
-        has_marker = np.array([MARKER in t.lower() for t in texts], np.float32)
+        has_marker = np.array([bool(self.marker) and self.marker in t.lower() for t in texts])
+        has_marker = has_marker.astype(np.float32)
         stats = {"rl/has_marker": has_marker.mean(), "rl/gen_len": out.lengths.mean()}
         reward = None
         if rc.reward == "exact":
@@ -146,10 +183,10 @@ class Rollouts:
             stats["rl/mixed_groups"] = mixed.mean()
             if rc.control == "shuffle":
                 reward = ev.shuffle_within_groups(reward, n, ev.control_rng(self.rl_seed, step))
-        if rc.objective in ("grpo", "rloo"):
+        if self.kind == "rewards":
             if reward is None:
                 raise ValueError(f"objective {rc.objective!r} needs a verifier (rl.reward=exact)")
-            a = adv_lib.compute(rc.advantage, reward.reshape(-1, n)).reshape(-1)
+            a = adv_lib.compute(rc.advantage, jnp.asarray(reward.reshape(-1, n))).reshape(-1)
             z = np.zeros_like(pt, np.float32)
             score = np.concatenate([np.zeros_like(pm), out.mask], 1)
             if rc.drop_zero_var:
@@ -167,7 +204,7 @@ class Rollouts:
     def _jepo_batch(self, state, pt, pm, out, examples, reward, has_marker, stats, step=0):
         rc, n = self.rc, self.rc.group_size
         answers = [int(ex["answer"]) for ex in examples]
-        rows = jepo_rows(pt, pm, out.tokens, out.mask, answers, self.tok, rc)
+        rows = jepo_rows(pt, pm, out.tokens, out.mask, answers, self.tok, rc, self.marker)
         ll = self.ll_fn(
             state.params["policy"],
             state.frozen["policy"],
@@ -225,68 +262,74 @@ def run(config, workdir: str) -> dict[str, float]:
     rc = config.rl
     ev.check_control(rc.control)
     task, tokenizer = make_task_and_tokenizer(config)
-    writer = MetricWriter(workdir)
+    rt = Runtime(config)
+    writer = rt.writer(workdir)
     sft_dir = rc.sft_dir or os.path.join(workdir, "sft")
-    sft = sft_stage(config, sft_dir, task=task, tokenizer=tokenizer, writer=writer, objective="ar")
+    sft = sft_stage(
+        config, sft_dir, task=task, tokenizer=tokenizer, writer=writer, objective="ar", runtime=rt
+    )
     graphdef, params, rest = split_module(sft.model)
-    frozen = {"policy": rest}
-    if rc.kl_coef:
-        frozen["ref"] = jax.tree.map(jnp.copy, params)
+    objective = objectives.build(rc, graphdef, runner_fields=RUNNER_FIELDS)
     tx = rl_optimizer(config)
     rl_seed = config.seed if rc.get("seed", -1) < 0 else rc.seed
-    state = TrainState.create({"policy": params}, tx, jax.random.key(rl_seed + 5), frozen)
-    loss_fn = objectives.get(rc.objective)(graphdef, dict(rc))
-    update = make_update_step(loss_fn, tx, num_microbatches=rc.microbatches)
+
+    def init(params, rest):
+        frozen = objectives.initial_frozen(objective, params, {"policy": rest})
+        return TrainState.create({"policy": params}, tx, jax.random.key(rl_seed + 5), frozen)
+
+    state = rt.create_state(init, params, rest)
+    update = rt.update_step(objective.loss_fn, tx, microbatches=rc.microbatches)
     roll = Rollouts(config, graphdef, task, tokenizer)
-    before = ar_eval.cached_evaluate(roll, state, sft_dir, config)
+    texts: list[str] = []
+    before = ar_eval.cached_evaluate(roll, state, sft_dir, config, texts)
     writer.write(0, ar_eval.summary(before, "before"))
+    if texts:
+        writer.text(0, "eval/samples", "\n\n".join(texts))
     ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=config.keep_checkpoints)
-    state, _, _ = restore_or(ckpt, state)
-    held = {"state": state, "stats": {}}
+    state, extra, resumed = rt.restore(ckpt, state)
 
-    def batch_fn(step):
-        batch, held["stats"] = roll.batch(held["state"], step)
-        return batch
-
-    def update_fn(st, batch):
-        for _ in range(rc.inner_steps):
-            st, m = update(st, batch)
-        held["state"] = st
-        return st, {**m, **held["stats"]}
+    def collect(st, step):
+        batch, stats = roll.batch(st, step)
+        return rt.put(batch), stats
 
     state, last = fit(
-        state=state,
-        update_fn=update_fn,
-        batch_fn=batch_fn,
+        state,
+        collect,
+        rc.inner_updates,
+        update_fn=update,
         num_steps=rc.steps,
         writer=writer,
         ckpt=ckpt,
+        resume=extra if resumed else None,
         ckpt_every=config.ckpt_every,
         log_every=config.log_every,
         extra={"stage": "rl"},
         desc=rc.objective,
         prefix_step=sft.steps,
+        before_updates=objectives.make_refresh_old(objective),
     )
     ckpt.close()
-    after = ar_eval.evaluate(roll, state)
+    texts = []
+    after = ar_eval.evaluate(roll, state, texts)
     writer.write(sft.steps + rc.steps, ar_eval.summary(after, "after"))
+    writer.text(sft.steps + rc.steps, "eval/samples", "\n\n".join(texts))
     writer.close()
     np.savez(
         os.path.join(workdir, "eval.npz"),
         **{f"before_{k}": v for k, v in before.items()},
         **{f"after_{k}": v for k, v in after.items()},
     )
-    keys = ["train/loss", "rl/reward_mean", "jepo/ll_mean", "rl/kl", "rl/mixed_groups"]
-    png = plot_metrics(
-        writer.jsonl_path,
-        keys,
-        os.path.join(workdir, "plot.png"),
-        title=f"{config.experiment} ({config.variant})",
-    )
     extra = {
         "skipped": int(jax.device_get(state.skipped)),
         "train/loss": last.get("train/loss", float("nan")),
     }
     result, text = ar_eval.report(config, sft.steps, before, after, extra)
-    print("\n" + text + f"\nplot {png}")
-    return result
+    keys = ["train/loss", "rl/reward_mean", *objective.plot_keys, "rl/mixed_groups"]
+    return finish(
+        workdir,
+        result,
+        metrics_path=writer.jsonl_path,
+        plot_keys=list(dict.fromkeys(keys)),
+        title=f"{config.experiment} ({config.variant})",
+        table=text,
+    )

@@ -28,21 +28,50 @@ from rl import curriculum, objectives
 from rl.evaluation import paired_bootstrap
 from rl.pcl_harness import Harness
 from train.checkpoint import Checkpointer
-from train.loop import fit, restore_or
-from train.metrics import MetricWriter
+from train.loop import fit
 from train.optim import make_role_optimizer
+from train.runtime import Runtime
 from train.sft import make_task_and_tokenizer, sft_stage
 from train.state import TrainState, split_module
-from train.step import make_update_step
+
+# The `rl` fields this runner reads; GRPO's own fields are declared by the objective.
+RUNNER_FIELDS = (
+    "curriculum",
+    "tau",
+    "k",
+    "sft_dir",
+    "seed",
+    "steps",
+    "prompts_per_step",
+    "group_size",
+    "value_hidden",
+    "value_coef",
+    "prefilter_samples",
+    "ds_max_rounds",
+    "speed_samples",
+    "num_train_prompts",
+    "num_eval",
+    "eval_batch_size",
+    "eval_every",
+    "max_prompt_len",
+    "max_new_tokens",
+    "temperature",
+    "advantage",
+)
 
 
-def build(config, graphdef, params, rest):
-    """(state, update, loss_fn) for the curriculum: `policy` (+ `value` for PCL) roles."""
+def build(config, graphdef, params, rest, runtime: Runtime | None = None):
+    """(state, update, loss_fn) for the curriculum: `policy` (+ `value` for PCL) roles.
+
+    The state is created sharded and the update step jitted by `runtime` (default: a new
+    `Runtime` from `config.mesh_shape`).
+    """
     rc = config.rl
+    rt = runtime or Runtime(config)
     seed = config.seed if rc.seed < 0 else rc.seed
     roles = {"policy": params}
     opts = {"policy": dict(config.rl_optim, total_steps=rc.steps)}
-    policy_loss = objectives.get("grpo")(graphdef, dict(rc))
+    policy_loss = objectives.build(rc, graphdef, name="grpo", runner_fields=RUNNER_FIELDS).loss_fn
     loss_fn = policy_loss
     if rc.curriculum == "pcl":
         d = config.model.d_model
@@ -50,8 +79,12 @@ def build(config, graphdef, params, rest):
         opts["value"] = dict(config.value_optim, total_steps=rc.steps)
         loss_fn = curriculum.make_pcl_loss(policy_loss, graphdef, value_coef=rc.value_coef)
     tx = make_role_optimizer(opts)
-    state = TrainState.create(roles, tx, jax.random.key(seed + 5), {"policy": rest})
-    return state, make_update_step(loss_fn, tx), loss_fn
+
+    def init(roles, rest):
+        return TrainState.create(roles, tx, jax.random.key(seed + 5), {"policy": rest})
+
+    state = rt.create_state(init, roles, rest)
+    return state, rt.update_step(loss_fn, tx), loss_fn
 
 
 def wallclock(hist: list[dict], setup_s: float) -> np.ndarray:
@@ -129,37 +162,40 @@ def run(config, workdir: str) -> dict[str, float]:
     """Runner for configs/pcl.py; returns the final metrics."""
     rc = config.rl
     task, tokenizer = make_task_and_tokenizer(config)
-    writer = MetricWriter(workdir)
+    rt = Runtime(config)
+    writer = rt.writer(workdir)
     sft_dir = rc.sft_dir or os.path.join(workdir, "sft")
-    sft = sft_stage(config, sft_dir, task=task, tokenizer=tokenizer, writer=writer, objective="ar")
+    sft = sft_stage(
+        config, sft_dir, task=task, tokenizer=tokenizer, writer=writer, objective="ar", runtime=rt
+    )
     graphdef, params, rest = split_module(sft.model)
-    state, update, _ = build(config, graphdef, params, rest)
+    state, update, _ = build(config, graphdef, params, rest, rt)
     harness = Harness(config, graphdef, task, tokenizer)
     before = harness.evaluate(state)
     setup = harness.prefilter(state) if rc.curriculum == "prefilter" else {}
     writer.write(sft.steps, {"before/accuracy": before.mean(), **setup})
     ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=config.keep_checkpoints)
-    state, _, _ = restore_or(ckpt, state)
-    held = {"state": state, "elapsed": harness.setup_s, "acc": before}
+    state, extra, resumed = rt.restore(ckpt, state)
+    held = {"elapsed": harness.setup_s, "acc": before}
     curve = [(0, harness.setup_s, float(before.mean()))]
     hist, records, done_steps = [], [], []
     sel_path = os.path.join(workdir, "selected.jsonl")
 
-    def batch_fn(step):
+    def collect(st, step):
         held["t0"] = time.perf_counter()
-        batch, held["stats"], rec = harness.collect(held["state"], step)
+        batch, held["stats"], rec = harness.collect(st, step)
         held["step"] = step
         records.append({"step": step, **rec})
         with open(sel_path, "a") as f:
             f.write(json.dumps(records[-1]) + "\n")
-        return batch
+        return rt.put(batch), {}
 
     def update_fn(st, batch):
+        # Wall-clock of the step (collection + update) needs the update finished.
         st, m = update(st, batch)
         jax.block_until_ready(st.step)
         dt = time.perf_counter() - held["t0"]
         held["elapsed"] += dt
-        held["state"] = st
         stats = {**held["stats"], "time/step_s": dt, "time/elapsed_s": held["elapsed"]}
         hist.append(stats)
         done_steps.append(held["step"] + 1)
@@ -171,12 +207,14 @@ def run(config, workdir: str) -> dict[str, float]:
         return {"eval/accuracy": held["acc"].mean(), "time/elapsed_s": held["elapsed"]}
 
     state, last = fit(
-        state=state,
+        state,
+        collect,
+        1,
         update_fn=update_fn,
-        batch_fn=batch_fn,
         num_steps=rc.steps,
         writer=writer,
         ckpt=ckpt,
+        resume=extra if resumed else None,
         ckpt_every=config.ckpt_every,
         log_every=config.log_every,
         eval_fn=eval_fn,

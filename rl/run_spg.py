@@ -17,50 +17,56 @@ before/after table with 95% paired bootstrap intervals over prompts, `result.jso
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
-import jax.numpy as jnp
 
 from rl import objectives
 from rl.evaluation import check_control, control_optimizer
-from rl.rollout import make_rollout_fn, rl_loop
+from rl.rollout import make_rollout_fn
 from rl.sampling.diffusion import make_sampler
 from rl.spg_eval import make_eval_fn, result_dict, summarise
 from train.checkpoint import Checkpointer
-from train.loop import restore_or
-from train.metrics import MetricWriter
+from train.loop import fit
 from train.optim import make_optimizer
-from train.plot import plot_metrics
+from train.runtime import Runtime, finish
 from train.sft import make_task_and_tokenizer, sft_stage
 from train.state import TrainState, split_module
-from train.step import make_update_step
+
+# The `rl` fields this runner reads; the objective's own fields are declared by the objective.
+RUNNER_FIELDS = (
+    "objective",
+    "steps",
+    "prompts_per_step",
+    "group_size",
+    "inner_updates",
+    "microbatches",
+    "advantage",
+    "max_prompt_len",
+    "gen_len",
+    "block_len",
+    "gen_steps",
+    "temperature",
+    "num_train_prompts",
+    "num_eval",
+    "eval_samples",
+    "num_eval_seen",
+    "eval_resamples",
+    "control",
+    "drop_flat_groups",
+    "eval_gen_lens",
+    "eval_batch_size",
+    "eval_every",
+    "compat",
+    "init_weights",
+)
 
 
-def _copy(tree):
-    return jax.tree.map(jnp.copy, tree)
-
-
-def build_objective(config, graphdef, tokenizer):
-    rc = config.rl
-    kw = dict(
-        mask_id=tokenizer.mask_id,
-        bound=rc.bound,
-        beta=rc.beta,
-        omega=rc.omega,
-        num_mc=rc.num_mc,
-        mask_mode=rc.mask_mode,
-        weighting=rc.weighting,
-        block_len=rc.mask_block_len,
-        p_mask_prompt=rc.p_mask_prompt,
-        clip_eps=rc.clip_eps,
-        kl_beta=rc.kl_beta,
-        share_masks=rc.get("share_masks", False),
-        group_size=rc.group_size,
-        ref_kl=rc.get("ref_kl", 0.0),
+def build_objective(config, graphdef, tokenizer) -> objectives.Objective:
+    """The objective named by `config.rl.objective` with its declared fields (validated)."""
+    return objectives.build(
+        config.rl, graphdef, runner_fields=RUNNER_FIELDS, mask_id=tokenizer.mask_id
     )
-    return objectives.get(rc.objective)(graphdef, **kw)
 
 
 def _sampler(graphdef, rc, tokenizer, gen_len: int, steps: int, temperature: float):
@@ -97,6 +103,7 @@ def make_train_rollout(config, graphdef, task, tokenizer):
         compat=rc.compat,
         control=rc.get("control", "none"),
         drop_flat_groups=rc.get("drop_flat_groups", False),
+        advantage=rc.get("advantage", "group_mean"),
     )
 
 
@@ -134,7 +141,8 @@ def load_base_model(config):
 def run(config, workdir: str) -> dict[str, float]:
     """Runs the base stage (SFT warm start or HF weights) + RL; returns before/after metrics."""
     rc = config.rl
-    writer = MetricWriter(workdir)
+    rt = Runtime(config)
+    writer = rt.writer(workdir)
     task, tokenizer = make_task_and_tokenizer(config)
     if rc.init_weights:
         model, tokenizer = load_base_model(config)  # the checkpoint's own tokenizer
@@ -147,9 +155,11 @@ def run(config, workdir: str) -> dict[str, float]:
             tokenizer=tokenizer,
             writer=writer,
             objective="mdlm",
+            runtime=rt,
         )
         model, base_steps = sft.model, sft.steps
     graphdef, params, rest = split_module(model)
+    objective = build_objective(config, graphdef, tokenizer)
 
     def sampler_of(gen_len, steps, temperature):
         return _sampler(graphdef, rc, tokenizer, gen_len, steps, temperature)
@@ -157,99 +167,89 @@ def run(config, workdir: str) -> dict[str, float]:
     eval_both = make_eval_fn(config, task, tokenizer, sampler_of)
     before, before_scores = eval_both(params, rest)
     writer.write(base_steps, before)
+    writer.text(base_steps, "eval/samples", "\n\n".join(eval_both.samples))
 
     control = check_control(rc.get("control", "none"))
     tx = control_optimizer(make_optimizer(dict(config.rl_optim)), control)
-    frozen = {"policy": rest}
-    if rc.objective == "diffu_grpo" or rc.get("ref_kl", 0.0):
-        frozen["ref_params"] = _copy(params)
-    if rc.objective == "diffu_grpo":
-        frozen["old_params"] = _copy(params)
-    state = TrainState.create(
-        {"policy": params}, tx, jax.random.fold_in(jax.random.key(config.seed), 11), frozen=frozen
-    )
+
+    def init(params, rest):
+        frozen = objectives.initial_frozen(objective, params, {"policy": rest})
+        key = jax.random.fold_in(jax.random.key(config.seed), 11)
+        return TrainState.create({"policy": params}, tx, key, frozen=frozen)
+
+    state = rt.create_state(init, params, rest)
     ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=config.keep_checkpoints)
-    state, _, resumed = restore_or(ckpt, state)
-    loss_fn = build_objective(config, graphdef, tokenizer)
-    update = make_update_step(loss_fn, tx)
+    state, extra, resumed = rt.restore(ckpt, state)
+    update = rt.update_step(objective.loss_fn, tx, microbatches=rc.get("microbatches", 1))
     rollout = make_train_rollout(config, graphdef, task, tokenizer)
 
-    def before_updates(st):
-        if "old_params" not in st.frozen:
-            return st
-        return st.replace(frozen={**st.frozen, "old_params": _copy(st.params["policy"])})
+    def collect(st, step):
+        batch, metrics = rollout(st.params["policy"], st.frozen["policy"], step)
+        return rt.put(batch), metrics
+
+    final = {}
 
     def eval_fn(st):
-        return eval_both(st.params["policy"], st.frozen["policy"])[0]
+        final["metrics"], final["scores"] = eval_both(st.params["policy"], st.frozen["policy"])
+        step = base_steps + int(jax.device_get(st.step)) // max(rc.inner_updates, 1)
+        writer.text(step, "eval/samples", "\n\n".join(eval_both.samples))
+        return final["metrics"]
 
-    state, last = rl_loop(
-        state=state,
+    state, last = fit(
+        state,
+        collect,
+        rc.inner_updates,
         update_fn=update,
-        rollout_fn=rollout,
         num_steps=rc.steps,
-        inner_updates=rc.inner_updates,
         writer=writer,
         ckpt=ckpt,
+        resume=extra if resumed else None,
         ckpt_every=config.ckpt_every,
         log_every=config.log_every,
         eval_fn=eval_fn,
         eval_every=rc.eval_every,
-        before_updates=before_updates,
+        extra={"stage": "rl"},
         desc=rc.objective + ("" if control == "none" else f"[{control}]"),
         prefix_step=base_steps,
+        before_updates=objectives.make_refresh_old(objective),
     )
     ckpt.close()
-    after, after_scores = eval_both(state.params["policy"], state.frozen["policy"])
-    writer.write(base_steps + rc.steps, after)
+    if "scores" not in final:  # a finished run, resumed: fit returned its saved metrics
+        writer.write(base_steps + rc.steps, eval_fn(state))
+    after, after_scores = final["metrics"], final["scores"]
     writer.close()
 
     g0 = rc.gen_len
-    keys = [
-        "rl/reward_mean",
-        f"eval/accuracy@{g0}",
-        "train/loss",
-        "train/grad_norm",
-        "spg/elbo",
-        "spg/eubo",
-        "rl/collapse",
-        "sft/test_loss",
-    ]
-    png = plot_metrics(
-        writer.jsonl_path,
-        keys,
-        os.path.join(workdir, "plot.png"),
-        title=f"{rc.objective} ({rc.bound}) on {config.task}",
-    )
     rows, table = summarise(before_scores, after_scores, rc.get("eval_resamples", 2000))
     result = result_dict(before, after, rows, f"test/accuracy@{g0}")
     result["control"] = control
     result["rl/final_reward_mean"] = last.get("rl/reward_mean", float("nan"))
     result["train/skipped"] = int(jax.device_get(state.skipped))
-    with open(os.path.join(workdir, "result.json"), "w") as f:
-        json.dump(result, f, indent=2, sort_keys=True)
-    _print_table(config, table, png, resumed, control)
-    return result
+    keys = ["rl/reward_mean", f"eval/accuracy@{g0}", "train/loss", "train/grad_norm"]
+    keys += [*objective.plot_keys, "rl/collapse", "sft/test_loss"]
+    return finish(
+        workdir,
+        result,
+        metrics_path=writer.jsonl_path,
+        plot_keys=keys,
+        title=_title(config, resumed, control),
+        table=LEGEND + "\n" + table,
+    )
 
 
-def _print_table(config, table, png, resumed, control):
+LEGEND = (
+    "before = warm start; change = after - before with a 95% paired bootstrap interval over "
+    "prompts.\ntest = unseen solution grids; seen = fresh puzzles from training grids; "
+    "sampled = pass@1 at the rollout temperature"
+)
+
+
+def _title(config, resumed, control) -> str:
     rc = config.rl
-    name = rc.objective + (f"-{rc.bound}" if rc.objective == "spg" else "")
-    print("\n" + "=" * 72)
-    print(
-        f"{name} on {config.task}: {rc.steps} RL steps after "
-        + (
-            f"loading {rc.init_weights}"
-            if rc.init_weights
-            else f"{config.sft.steps} MDLM SFT steps"
-        )
+    bound = f"-{rc.bound}" if "bound" in objectives.fields(rc.objective) else ""
+    base = f"loading {rc.init_weights}" if rc.init_weights else f"{config.sft.steps} MDLM SFT steps"
+    return (
+        f"{rc.objective}{bound} on {config.task}: {rc.steps} RL steps after {base}"
         + (" (resumed)" if resumed else "")
         + ("" if control == "none" else f", control={control}")
     )
-    print(
-        "before = warm start; change = after - before with a 95% paired bootstrap interval over "
-        "prompts.\ntest = unseen solution grids; seen = fresh puzzles from training grids; "
-        "sampled = pass@1 at the rollout temperature"
-    )
-    print(table)
-    print(f"plot {png}")
-    print("=" * 72)

@@ -144,7 +144,7 @@ def train_stage(
         if not train_fb:
             batches.pop("feedback")
         m = {}
-        for _ in range(rc.inner_steps):
+        for _ in range(rc.inner_updates):
             state, m = waltz_update(state, agents.update, batches, train_conversation=train_conv)
         row = {f"rollout/{k}": v for k, v in metrics(traj, rew, agents.judge).items()}
         row.update({f"train/{k}": float(v) for k, v in m.items()})

@@ -19,6 +19,8 @@ from rl.rollout import evaluate
 def make_eval_fn(config, task, tokenizer, sampler_of: Callable) -> Callable:
     """`eval_fn(params, frozen) -> (metrics, scores)` over the configured evaluation sets.
 
+    After each call `eval_fn.samples` holds a few (prompt, greedy completion, target) texts.
+
     `sampler_of(gen_len, steps, temperature)` builds a sampler. Score keys are
     `<set>/<metric>@<G>` and `<set>/sampled_accuracy`; metric keys carry the `eval/` prefix
     (`eval/…` for the test set, as before, and `eval_seen/…` for train-grid puzzles).
@@ -43,6 +45,7 @@ def make_eval_fn(config, task, tokenizer, sampler_of: Callable) -> Callable:
 
     def eval_fn(params, frozen):
         common = dict(task=task, tokenizer=tokenizer, batch_size=rc.eval_batch_size)
+        eval_fn.samples = []
         metrics, sc = evaluate(
             greedy,
             params,
@@ -53,6 +56,7 @@ def make_eval_fn(config, task, tokenizer, sampler_of: Callable) -> Callable:
             num_samples=rc.eval_samples,
             sample_seed=config.seed + 5,
             return_scores=True,
+            samples=eval_fn.samples,
             **common,
         )
         scores = {f"test/{k}": v for k, v in sc.items()}
@@ -71,6 +75,7 @@ def make_eval_fn(config, task, tokenizer, sampler_of: Callable) -> Callable:
             scores.update({f"seen/{k}": v for k, v in sc2.items()})
         return metrics, scores
 
+    eval_fn.samples = []
     return eval_fn
 
 

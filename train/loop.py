@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+import jax
+import numpy as np
 from tqdm.auto import tqdm
 
 from train.checkpoint import Checkpointer
@@ -53,6 +55,13 @@ def writer_offset(writer) -> int | None:
     return writer.offset() if hasattr(writer, "offset") else None
 
 
+def mean_metrics(updates: list[dict]) -> dict:
+    """The metrics of µ update calls: the one dict when µ = 1, else the mean of each value."""
+    if len(updates) == 1:
+        return updates[0]
+    return {k: float(np.mean([jax.device_get(u[k]) for u in updates])) for k in updates[0]}
+
+
 def _start_of(resume: dict | None, ckpt: Checkpointer | None) -> int:
     if resume is not None:
         return int(resume.get("loop_step", 0))
@@ -79,6 +88,7 @@ def fit(
     desc: str = "train",
     prefix_step: int = 0,
     batch_fn: Callable[[int], object] | None = None,
+    before_updates: Callable | None = None,
 ):
     """Runs loop steps `start .. num_steps - 1`; each collects a batch and applies µ updates.
 
@@ -98,6 +108,11 @@ def fit(
       prefix_step: offset added to logged steps (for multi-stage runs).
       batch_fn: compatibility for runners not yet on `collect`: `step -> batch`. Without
         `resume`, the loop step is the latest checkpoint's step (saved at the loop step).
+      before_updates: `state -> state`, called after `collect` and before the µ updates (RL:
+        refresh the objective's `old` policy snapshot).
+
+    The metrics logged for a loop step are the collect metrics and the mean of the µ updates'
+    metrics.
 
     Returns:
       (state, last_logged_metrics: dict[str, float]); a finished run that is resumed returns the
@@ -133,13 +148,17 @@ def fit(
     bar = progress_bar(num_steps, min(start, num_steps), desc)
     for step in range(start, num_steps):
         batch, host = collect(state, step)
+        if before_updates is not None:
+            state = before_updates(state)
+        updates = []
         for i in range(updates_per_step):
-            state, metrics = update_fn(state, batch)
-            guard.add(step * updates_per_step + i + 1, metrics.get("train/skipped"))
+            state, m = update_fn(state, batch)
+            updates.append(m)
+            guard.add(step * updates_per_step + i + 1, m.get("train/skipped"))
         done = step + 1
         if done % max(log_every, 1) == 0 or done == num_steps:
             guard.check()
-            last = writer.write(prefix_step + done, {**metrics, **host})
+            last = writer.write(prefix_step + done, {**mean_metrics(updates), **host})
             bar.set_postfix(loss=f"{last.get('train/loss', float('nan')):.4f}")
         if eval_fn is not None and eval_every and done % eval_every == 0 and done != num_steps:
             writer.write(prefix_step + done, eval_fn(state))

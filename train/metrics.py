@@ -59,6 +59,16 @@ class MetricWriter:
             tqdm.write(f"[{int(step)}] {shown}")
         return vals
 
+    def text(self, step: int, tag: str, text: str) -> None:
+        """Logs a text sample (e.g. completions at an evaluation): TensorBoard's text tab and
+        `workdir/samples.jsonl` (one record per call)."""
+        rec = {"step": int(step), "tag": tag, "text": str(text)}
+        with open(os.path.join(os.path.dirname(self.jsonl_path), "samples.jsonl"), "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self._tb is not None:
+            # TensorBoard renders markdown: a fenced block keeps model text verbatim.
+            self._tb.add_text(tag, "```\n" + str(text) + "\n```", int(step))
+
     def offset(self) -> int:
         """Bytes of metrics.jsonl written so far (always at a line boundary)."""
         self._jsonl.flush()
@@ -131,6 +141,35 @@ def read_metrics(jsonl_path: str) -> list[dict]:
                 continue
             by_step.setdefault(rec["step"], {}).update(rec)
     return [by_step[s] for s in sorted(by_step)]
+
+
+def flat_hparams(config: dict, prefix: str = "") -> dict:
+    """A nested config as TensorBoard hparams: `a.b` keys, scalars kept, the rest as strings."""
+    out = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flat_hparams(v, key + "."))
+        elif isinstance(v, (bool, int, float, str)):
+            out[key] = v
+        else:
+            out[key] = str(v)
+    return out
+
+
+def write_hparams(workdir: str, config: dict, result: dict) -> str | None:
+    """Writes the config as TensorBoard hparams, with the run's numeric final metrics, under
+    `workdir/tb/hparams`; returns that directory (None without tensorboardX)."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        return None
+    metrics = {k: float(v) for k, v in result.items() if isinstance(v, float) and math.isfinite(v)}
+    logdir = os.path.join(workdir, "tb", "hparams")
+    with SummaryWriter(logdir) as w:
+        w.add_hparams(flat_hparams(config), metrics, name=".")
+        w.add_text("config", "```\n" + json.dumps(config, indent=1, sort_keys=True) + "\n```", 0)
+    return logdir
 
 
 def clean_result(result: dict) -> dict:

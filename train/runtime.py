@@ -24,7 +24,7 @@ import numpy as np
 from models.sharding import batch_shardings, make_mesh, state_shardings
 from train.checkpoint import Checkpointer, CheckpointError
 from train.loop import restore_or
-from train.metrics import MetricWriter, clean_result, write_result_file
+from train.metrics import MetricWriter, clean_result, write_hparams, write_result_file
 from train.plot import plot_metrics
 from train.step import make_update_step
 
@@ -53,6 +53,9 @@ class NullWriter:
     def write(self, step: int, metrics: dict) -> dict[str, float]:
         del step
         return {k: float(np.asarray(v)) for k, v in metrics.items()}
+
+    def text(self, step: int, tag: str, text: str) -> None:
+        del step, tag, text
 
     def flush(self):
         pass
@@ -183,6 +186,7 @@ def finish(
     plot_keys: list[str],
     title: str,
     lines: list[tuple[str, str]] = (),
+    table: str | None = None,
 ) -> dict:
     """Ends a run the same way for every method: result.json, plot.png, a printed table.
 
@@ -193,6 +197,7 @@ def finish(
       plot_keys: metric names to plot, those present.
       title: first line of the table and the plot title.
       lines: extra (label, value) rows for the table (paths, counts).
+      table: a method's own before/after table, printed instead of one row per result value.
 
     Returns:
       `result` with every value a float or a string.
@@ -203,10 +208,19 @@ def finish(
     write_result_file(workdir, clean)
     png = os.path.join(workdir, "plot.png")
     if os.path.exists(metrics_path):
-        plot_metrics(metrics_path, plot_keys, png, title=title)
+        plot_metrics(metrics_path, plot_keys, png, title=title, result=clean)
+    config_path = os.path.join(workdir, "config.json")
+    if os.path.exists(config_path):  # written by launch.main: the config as TensorBoard hparams
+        try:
+            with open(config_path) as f:
+                write_hparams(workdir, json.load(f), clean)
+        except (OSError, ValueError) as e:
+            print(f"warning: TensorBoard hparams not written ({e})")
     print("\n" + "=" * 64)
     print(title)
-    for k, v in clean.items():
+    if table is not None:
+        print(table)
+    for k, v in clean.items() if table is None else ():
         print(f"  {k:<28s} {v:.4f}" if isinstance(v, float) else f"  {k:<28s} {v}")
     for label, value in [*lines, ("result", os.path.join(workdir, "result.json")), ("plot", png)]:
         print(f"  {label:<28s} {value}")

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from models.errors import UserError
 from train.checkpoint import Checkpointer
 from train.lm import build_transformer, make_ar_loss, make_mdlm_loss
 from train.loop import fit
@@ -24,19 +25,39 @@ from train.state import TrainState, split_module
 
 
 def make_task_and_tokenizer(config):
-    """The task named by `config.task` (with `config.task_kwargs`) and a character tokenizer."""
+    """The task named by `config.task` (with `config.task_kwargs`) and a character tokenizer.
+
+    With `config.data_source == "tfds"` (the default) a generated task's `generate` reads its
+    examples from array_record files through tfds + grain (`data.source.SourcedTask`); the
+    examples are the same as in memory ("memory").
+    """
     from data import tasks
+    from data.source import SourcedTask
     from data.tokenizer import CharTokenizer
 
-    task = tasks.get(config.task, **dict(config.get("task_kwargs", {}) or {}))
+    kwargs = dict(config.get("task_kwargs", {}) or {})
+    task = tasks.get(config.task, **kwargs)
+    mode = config.get("data_source", "memory")
+    if mode not in ("tfds", "memory"):
+        raise UserError(f"config.data_source must be 'tfds' or 'memory', got {mode!r}")
+    if mode == "tfds" and (getattr(task, "generated", False) or hasattr(task, "load")):
+        task = SourcedTask(task, config.task, kwargs)
     return task, CharTokenizer()
 
 
 def encode_split(task, tokenizer, split: str, num: int, seed: int, max_len: int, style: str):
+    """(examples, encoded records); for a file-backed source the records are a lazy
+    `grain.MapDataset` (encoded as read), so a large training split never sits in memory."""
     from data.pipeline import encode_sft_example
 
+    def encode(ex):
+        return encode_sft_example(ex, task, tokenizer, max_len, style)
+
+    if hasattr(task, "source"):
+        ds = task.source(split, num, seed)
+        return ds, ds.map(encode)
     examples = task.generate(split, num, seed)
-    return examples, [encode_sft_example(ex, task, tokenizer, max_len, style) for ex in examples]
+    return examples, [encode(ex) for ex in examples]
 
 
 def stack_records(records) -> dict[str, np.ndarray]:
@@ -114,6 +135,7 @@ def sft_stage(
     _, test_recs = encode_split(
         task, tokenizer, "test", sc.num_test, config.seed, sc.max_len, sc.style
     )
+    test_recs = [test_recs[i] for i in range(len(test_recs))]  # one evaluation batch
     from data.pipeline import make_batches
 
     batches = make_batches(train_recs, sc.batch_size, config.seed)

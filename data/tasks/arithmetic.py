@@ -39,6 +39,7 @@ class Arithmetic(Task):
     """Expressions with `num_ops` operations; intermediate values bounded by `max_value`."""
 
     features = {"question": "text", "answer": "int", "steps": "text", "num_ops": "int"}
+    answer_marker = MARKER
 
     def __init__(self, num_ops: int = 2, max_operand: int = 9, max_value: int = 999):
         if num_ops < 1:

@@ -38,11 +38,14 @@ class Task(abc.ABC):
 
     `features` maps each example field to `"text"`, `"int"` or `"int_list"` (used by the TFDS
     builders). `generated` says whether `generate` works (file-backed tasks use `load`).
+    `answer_marker` is the text before the final answer in a chain of thought (JEPO cuts its
+    generations there, arXiv:2503.19618); empty when the task's completions have none.
     """
 
     name: str = ""
     features: dict[str, str] = {}
     generated: bool = True
+    answer_marker: str = ""
 
     def generate(self, split: str, num: int, seed: int) -> list[dict[str, Any]]:
         """Deterministically generates `num` examples of `split` ("train"/"test") from `seed`."""

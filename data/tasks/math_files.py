@@ -12,7 +12,15 @@ first `<answer>` block, the `"\\boxed"` check that tests for a backspace charact
 is 0.75/0.25) and Hendrycks string equality. `compat="fixed"`: the last block, a real `\\boxed`
 check, and `data.answers.is_equivalent` (string, numeric, then sympy).
 
-No download: a missing file raises FileNotFoundError saying where to put it.
+Both read the public JSONL formats from local files; nothing is downloaded. `load(path)` reads one
+file; `generate(split, num, seed)` (what the SFT and RL runners call, e.g. `configs/spg.py:
+task=gsm8k`) reads `<data_dir>/<task>/<split>.jsonl` (or the `train_path`/`test_path` given to the
+constructor), keeps the rows whose rendered prompt and target fit `max_prompt_chars` and
+`max_target_chars` (0: no limit; a character-level model has a static length), and returns `num`
+of them in a seed-shuffled order. The train split is cycled when `num` exceeds its rows (each pass
+reshuffled); the test split never repeats a row, so it returns at most its row count. A missing
+file raises `models.errors.MissingFileError` (a one-line user error, still a FileNotFoundError)
+naming the expected path.
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ from typing import Any
 from data import answers
 from data.tasks import formats
 from data.tasks.arithmetic import MARKER, final_answer
-from data.tasks.base import SYSTEM_PROMPT, Task, check_style, xml_completion
+from data.tasks.base import SYSTEM_PROMPT, Task, check_style, rng_for, xml_completion
+from models.errors import MissingFileError, UserError
 
 MATH_INSTRUCTION = (
     "You are a math expert. You will be given a question to solve. Solve it step by step. "
@@ -36,7 +45,7 @@ _DEFAULT_DIR = os.environ.get("LMRL_DATA_DIR", os.path.expanduser("~/lmrl_data")
 def read_jsonl(path: str, required: tuple[str, ...], hint: str) -> list[dict[str, Any]]:
     """Reads a JSONL file whose rows must have the `required` keys."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found. {hint}")
+        raise MissingFileError(f"{path} not found. {hint}")
     rows = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
@@ -50,19 +59,77 @@ def read_jsonl(path: str, required: tuple[str, ...], hint: str) -> list[dict[str
     return rows
 
 
-class GSM8K(Task):
+class _JsonlTask(Task):
+    """A task read from local JSONL split files (see the module docstring)."""
+
+    generated = False  # no generator: the TFDS builders skip it; `generate` reads the files
+
+    def __init__(
+        self,
+        data_dir: str = "",
+        train_path: str = "",
+        test_path: str = "",
+        max_prompt_chars: int = 0,
+        max_target_chars: int = 0,
+        style: str = "compact",
+    ):
+        check_style(style)
+        self.data_dir = data_dir or _DEFAULT_DIR
+        self.paths = {"train": train_path, "test": test_path}
+        self.max_prompt_chars, self.max_target_chars = max_prompt_chars, max_target_chars
+        self.style = style
+        self._fitting: dict[str, list[dict[str, Any]]] = {}
+
+    def split_path(self, split: str) -> str:
+        """The file `generate(split, ...)` reads."""
+        if split not in self.paths:
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        return self.paths[split] or os.path.join(self.data_dir, self.name, f"{split}.jsonl")
+
+    def _fits(self, ex: dict[str, Any]) -> bool:
+        p, t = self.max_prompt_chars, self.max_target_chars
+        return (not p or len(self.prompt(ex, self.style)) <= p) and (
+            not t or len(self.target(ex, self.style)) <= t
+        )
+
+    def generate(self, split: str, num: int, seed: int) -> list[dict[str, Any]]:
+        """`num` rows of `split`'s file that fit the length limits, shuffled by `seed` (the train
+        split cycles through reshuffled passes; the test split returns at most all its rows)."""
+        if split not in self._fitting:
+            path = self.split_path(split)
+            rows = [ex for ex in self.load(path, split) if self._fits(ex)]
+            if not rows:
+                raise UserError(
+                    f"no row of {path} fits max_prompt_chars={self.max_prompt_chars}, "
+                    f"max_target_chars={self.max_target_chars}; raise the task's length limits"
+                )
+            self._fitting[split] = rows
+        rows = self._fitting[split]
+        rng = rng_for(self.name, split, seed)
+        passes = 1 if split == "test" else max(1, -(-num // len(rows)))
+        order: list[int] = []
+        for _ in range(passes):
+            order += rng.sample(range(len(rows)), len(rows))
+        return [dict(rows[i]) for i in order[:num]]
+
+
+class GSM8K(_JsonlTask):
     """Grade-school math word problems (openai/gsm8k `main`, JSONL)."""
 
     name = "gsm8k"
-    generated = False
+    answer_marker = MARKER
     features = {"question": "text", "solution": "text", "answer": "text"}
+
+    def default_path(self, split: str = "test") -> str:
+        return self.split_path(split)
 
     def load(self, path: str | None = None, split: str = "test") -> list[dict[str, Any]]:
         """Loads `path` (default `$LMRL_DATA_DIR/gsm8k/{split}.jsonl`)."""
-        path = path or os.path.join(_DEFAULT_DIR, "gsm8k", f"{split}.jsonl")
+        path = path or self.default_path(split)
         hint = (
             "Put the GSM8K JSONL there (rows {'question': ..., 'answer': '... #### 42'}, as in "
-            "openai/grade-school-math `grade_school_math/data/test.jsonl`), or pass path=."
+            "openai/grade-school-math `grade_school_math/data/{train,test}.jsonl`), or point "
+            "task_kwargs.data_dir / train_path / test_path (or $LMRL_DATA_DIR) at your copy."
         )
         rows = read_jsonl(path, ("question", "answer"), hint)
         return [
@@ -128,19 +195,24 @@ class GSM8K(Task):
         return ("correct", "strict_format")
 
 
-class Math500(Task):
-    """MATH500 (HuggingFaceH4/MATH-500 JSONL: `problem`, `solution`, `answer`)."""
+class Math500(_JsonlTask):
+    """MATH500 (HuggingFaceH4/MATH-500 JSONL: `problem`, `solution`, `answer`; the train split,
+    e.g. the MATH train set the paper uses (`ankner/math-500`), in the same format)."""
 
     name = "math500"
-    generated = False
+    answer_marker = MARKER
     features = {"problem": "text", "solution": "text", "answer": "text"}
+
+    def default_path(self, split: str = "test") -> str:
+        return self.split_path(split)
 
     def load(self, path: str | None = None, split: str = "test") -> list[dict[str, Any]]:
         """Loads `path` (default `$LMRL_DATA_DIR/math500/{split}.jsonl`)."""
-        path = path or os.path.join(_DEFAULT_DIR, "math500", f"{split}.jsonl")
+        path = path or self.default_path(split)
         hint = (
             "Put the MATH500 JSONL there (rows {'problem', 'solution', 'answer'}, as in "
-            "HuggingFaceH4/MATH-500 `test.jsonl`), or pass path=."
+            "HuggingFaceH4/MATH-500 `test.jsonl`), or point task_kwargs.data_dir / train_path / "
+            "test_path (or $LMRL_DATA_DIR) at your copy."
         )
         rows = read_jsonl(path, ("problem", "solution"), hint)
         return [

@@ -12,8 +12,9 @@ so longer completions weigh more; `norm="sequence"` selects the mean of per-sequ
 (this module's earlier behaviour) for comparison.
 
 The old and reference log-probs are computed inside the loss, under the same mask draw, from
-`frozen["old_params"]` and `frozen["ref_params"]` (parameter snapshots the runner keeps); without
-them the old policy is the current one (stop-gradient) and the KL term is off.
+`frozen["old"]` and `frozen["ref"]` (the snapshots the objective declares: `old` always, `ref`
+when `kl_coef > 0`); without them the old policy is the current one (stop-gradient) and the KL
+term is off. Metrics are logged under `d1/`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rl import likelihood as lk
-from rl.objectives import register
+from rl.objectives import Objective, register
+
+FIELDS = dict(clip_eps=0.5, kl_coef=0.04, p_mask_prompt=0.15, norm="token")
 
 
 def _one_step_logps(graphdef, params, rest, batch, draw, mask_id):
@@ -34,24 +37,21 @@ def _one_step_logps(graphdef, params, rest, batch, draw, mask_id):
     return ll[:, 0]  # [B, G]
 
 
-@register("diffu_grpo")
 def make_diffu_grpo_loss(
     graphdef,
     *,
     mask_id: int,
     clip_eps: float = 0.5,
-    kl_beta: float = 0.04,
+    kl_coef: float = 0.04,
     p_mask_prompt: float = 0.15,
     norm: str = "token",
     role: str = "policy",
-    **unused,
 ):
     """Builds the d1 loss `(params, frozen, batch, rng) -> (loss_sum, denom, aux)`.
 
     `norm`: "token" (d1: sum(loss * mask) / sum(mask)) or "sequence" (mean of per-sequence
     token means).
     """
-    del unused
     if norm not in ("token", "sequence"):
         raise ValueError(f"norm must be 'token' or 'sequence', got {norm!r}")
 
@@ -62,8 +62,8 @@ def make_diffu_grpo_loss(
         )
         rest = frozen[role]
         ll = _one_step_logps(graphdef, params[role], rest, batch, draw, mask_id)
-        if "old_params" in frozen:
-            old = _one_step_logps(graphdef, frozen["old_params"], rest, batch, draw, mask_id)
+        if "old" in frozen:
+            old = _one_step_logps(graphdef, frozen["old"], rest, batch, draw, mask_id)
         else:
             old = ll
         old = jax.lax.stop_gradient(old)
@@ -72,12 +72,12 @@ def make_diffu_grpo_loss(
         clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
         tok = -jnp.minimum(ratio * adv, clipped * adv)
         kl = jnp.zeros_like(tok)
-        if "ref_params" in frozen and kl_beta:
+        if "ref" in frozen and kl_coef:
             ref = jax.lax.stop_gradient(
-                _one_step_logps(graphdef, frozen["ref_params"], rest, batch, draw, mask_id)
+                _one_step_logps(graphdef, frozen["ref"], rest, batch, draw, mask_id)
             )
             kl = jnp.exp(ref - ll) - (ref - ll) - 1.0
-            tok = tok + kl_beta * kl
+            tok = tok + kl_coef * kl
         w = valid.astype(jnp.float32)
         length = jnp.maximum(jnp.sum(w, -1), 1.0)
         row = batch["row_mask"].astype(jnp.float32)
@@ -89,10 +89,20 @@ def make_diffu_grpo_loss(
                 row * jnp.sum((jnp.abs(ratio - 1.0) > clip_eps) * w, -1) / length
             )
             / n,
-            "spg/elbo": jnp.sum(row * jnp.sum(ll * w, -1) / length) / n,
+            "d1/loglik": jnp.sum(row * jnp.sum(ll * w, -1) / length) / n,
         }
         if norm == "sequence":
             return jnp.sum(row * per_seq), jnp.sum(row), aux
         return jnp.sum(row * jnp.sum(tok * w, -1)), jnp.sum(row * jnp.sum(w, -1)), aux
 
     return loss_fn
+
+
+@register("diffu_grpo", fields=FIELDS)
+def diffu_grpo(graphdef, cfg, *, mask_id=None, role="policy"):
+    """d1: snapshots `old` (the sampling policy) and, with a KL, `ref` (the warm start)."""
+    if mask_id is None:
+        raise ValueError("diffu_grpo needs the tokenizer's mask_id")
+    loss_fn = make_diffu_grpo_loss(graphdef, mask_id=mask_id, role=role, **cfg)
+    snapshots = ("old", "ref") if cfg["kl_coef"] else ("old",)
+    return Objective(loss_fn, snapshots, plot_keys=("d1/loglik", "d1/kl", "d1/clip_frac"))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from rl.objectives import register
+from rl.objectives import Objective, register
 from rl.sampling.autoregressive import score_tokens
 
 DEFAULTS = dict(
@@ -80,7 +80,7 @@ def make_grpo_loss(graphdef, cfg=None, role: str = "policy"):
 
     Args:
       graphdef: the policy's NNX graph definition.
-      cfg: dict/ConfigDict overriding `DEFAULTS` (extra keys are ignored).
+      cfg: dict/ConfigDict overriding `DEFAULTS` (the registered factories reject other keys).
       role: the params/frozen role holding the policy.
     """
     c = {**DEFAULTS, **{k: v for k, v in dict(cfg or {}).items() if k in DEFAULTS}}
@@ -107,13 +107,20 @@ def make_grpo_loss(graphdef, cfg=None, role: str = "policy"):
     return loss_fn
 
 
-@register("grpo")
-def grpo(graphdef, cfg=None, role: str = "policy"):
-    return make_grpo_loss(graphdef, cfg, role)
+def _objective(graphdef, cfg, role) -> Objective:
+    snapshots = ("ref",) if cfg["kl_coef"] else ()
+    return Objective(make_grpo_loss(graphdef, cfg, role), snapshots, ("rl/kl", "rl/clip_frac"))
 
 
-@register("rloo")
-def rloo(graphdef, cfg=None, role: str = "policy"):
+@register("grpo", fields=DEFAULTS)
+def grpo(graphdef, cfg, *, mask_id=None, role="policy"):
+    """GRPO; declares the `ref` snapshot when `kl_coef > 0`."""
+    del mask_id
+    return _objective(graphdef, cfg, role)
+
+
+@register("rloo", fields={**DEFAULTS, "loss_norm": "constant"})
+def rloo(graphdef, cfg, *, mask_id=None, role="policy"):
     """RLOO: the runner pairs it with the leave-one-out advantage; sum over tokens (REINFORCE)."""
-    c = {"loss_norm": "constant", **dict(cfg or {})}
-    return make_grpo_loss(graphdef, c, role)
+    del mask_id
+    return _objective(graphdef, cfg, role)

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rl.objectives import register
+from rl.objectives import Objective, register
 from rl.objectives.grpo import kl_per_token, ref_logprobs
 from rl.sampling.autoregressive import score_tokens
 
@@ -219,6 +219,9 @@ def answer_loglik(model, tokens_bt, mask_bt, ans_mask_bt):
     return jnp.sum(score_tokens(model, tokens_bt, mask_bt) * ans_mask_bt, axis=1)
 
 
-@register("jepo")
-def jepo(graphdef, cfg=None, role: str = "policy"):
-    return make_jepo_loss(graphdef, cfg, role)
+@register("jepo", fields=DEFAULTS, batch="answer_likelihood")
+def jepo(graphdef, cfg, *, mask_id=None, role="policy"):
+    """JEPO; declares the `ref` snapshot when `kl_coef > 0`."""
+    del mask_id
+    snapshots = ("ref",) if cfg["kl_coef"] else ()
+    return Objective(make_jepo_loss(graphdef, cfg, role), snapshots, ("jepo/bound", "rl/kl"))

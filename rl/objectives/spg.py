@@ -5,9 +5,10 @@
 Positive-advantage completions raise their ELBO (a lower bound of log pi); negative ones lower an
 upper bound: the EUBO (Corollary 1), the omega-mixture (eq. 8), the ELBO (`spg_elbo`) or nothing
 (`spg_no_neg`, the "zero" ablation). Plain policy gradient: no ratio, no clipping and, as in the
-paper, no KL by default; `ref_kl > 0` (our addition, issue 12) adds a k3 KL to the reference
-policy `frozen["ref_params"]` (the warm start), k3 = exp(r - l) - (r - l) - 1 per scored token
-under the same mask draw, token-averaged per sequence and weighted like the bounds (x L_b). Each
+paper, no KL by default; `kl_coef > 0` (our addition, issue 12) adds a k3 KL to the reference
+policy `frozen["ref"]` (the warm start; the objective then declares the `ref` snapshot),
+k3 = exp(r - l) - (r - l) - 1 per scored token under the same mask draw, token-averaged per
+sequence and weighted like the bounds (x L_b). Each
 call draws fresh mask keys (the update step splits its RNG per call), independent of rollout keys.
 Normalisation as in the reference: loss = -sum_b A_b s_b / sum_b L_b, with s_b the sequence bound
 (per-token average times L_b) and L_b the valid completion length (Dr.GRPO-style token mean).
@@ -23,9 +24,24 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rl import likelihood as lk
-from rl.objectives import register
+from rl.objectives import Objective, register
 
 BOUNDS = ("mix", "eubo", "elbo", "zero")
+
+# The objective's config fields (read from `config.rl`) and their defaults.
+FIELDS = dict(
+    bound="mix",
+    beta=1.0,
+    omega=0.5,
+    num_mc=2,
+    mask_mode="block",
+    weighting="parity",
+    mask_block_len=32,
+    p_mask_prompt=0.15,
+    share_masks=False,
+    group_size=1,
+    kl_coef=0.0,
+)
 
 
 def make_spg_loss(
@@ -42,9 +58,8 @@ def make_spg_loss(
     p_mask_prompt: float = 0.15,
     share_masks: bool = False,
     group_size: int = 1,
-    ref_kl: float = 0.0,
+    kl_coef: float = 0.0,
     role: str = "policy",
-    **unused,
 ):
     """Builds the SPG loss `(params, frozen, batch, rng) -> (loss_sum, denom, aux)`.
 
@@ -58,10 +73,9 @@ def make_spg_loss(
       mask_mode, weighting, block_len, p_mask_prompt: see `rl.likelihood.draw_masks`.
       share_masks: completions of one group (consecutive runs of `group_size` rows) share their
         mask random numbers (see `draw_masks(share_within=...)`).
-      ref_kl: weight of the k3 KL to `frozen["ref_params"]` (0: off, the paper's setting).
+      kl_coef: weight of the k3 KL to `frozen["ref"]` (0: off, the paper's setting).
       role: params role of the policy.
     """
-    del unused
     if bound not in BOUNDS:
         raise ValueError(f"SPG bound {bound!r} not in {BOUNDS}")
 
@@ -93,8 +107,8 @@ def make_spg_loss(
         s = jnp.where(adv > 0, el, neg)
         loss_sum = -jnp.sum(adv * s)
         kl_b = jnp.zeros_like(el)
-        if ref_kl and "ref_params" in frozen:
-            ref_model = nnx.merge(graphdef, frozen["ref_params"], frozen[role])
+        if kl_coef and "ref" in frozen:
+            ref_model = nnx.merge(graphdef, frozen["ref"], frozen[role])
             ref = jax.lax.stop_gradient(
                 lk.completion_logps(
                     ref_model,
@@ -108,7 +122,7 @@ def make_spg_loss(
             k3 = jnp.exp(ref - ll) - (ref - ll) - 1.0
             k3 = jnp.sum(jnp.where(draw.scored, k3, 0.0), axis=(1, 2))
             kl_b = k3 / jnp.maximum(jnp.sum(draw.scored, axis=(1, 2)), 1) * length
-            loss_sum = loss_sum + ref_kl * jnp.sum(row * kl_b)
+            loss_sum = loss_sum + kl_coef * jnp.sum(row * kl_b)
         denom = jnp.sum(row * length)
         n = jnp.maximum(jnp.sum(row), 1.0)
         per_tok = lambda v: jnp.sum(row * v / jnp.maximum(length, 1.0)) / n  # noqa: E731
@@ -127,16 +141,45 @@ def make_spg_loss(
     return loss_fn
 
 
-@register("spg")
-def spg(graphdef, **kw):
-    return make_spg_loss(graphdef, **kw)
+def _objective(graphdef, c, mask_id, role, bound: str) -> Objective:
+    if mask_id is None:
+        raise ValueError("SPG needs the tokenizer's mask_id")
+    loss_fn = make_spg_loss(
+        graphdef,
+        mask_id=mask_id,
+        bound=bound,
+        beta=c["beta"],
+        omega=c["omega"],
+        num_mc=c["num_mc"],
+        mask_mode=c["mask_mode"],
+        weighting=c["weighting"],
+        block_len=c["mask_block_len"],
+        p_mask_prompt=c["p_mask_prompt"],
+        share_masks=c["share_masks"],
+        group_size=c["group_size"],
+        kl_coef=c["kl_coef"],
+        role=role,
+    )
+    snapshots = ("ref",) if c["kl_coef"] else ()
+    return Objective(loss_fn, snapshots, plot_keys=("spg/elbo", "spg/eubo", "spg/kl"))
 
 
-@register("spg_elbo")
-def spg_elbo(graphdef, **kw):
-    return make_spg_loss(graphdef, **{**kw, "bound": "elbo"})
+_FIXED_BOUND = {k: v for k, v in FIELDS.items() if k != "bound"}
 
 
-@register("spg_no_neg")
-def spg_no_neg(graphdef, **kw):
-    return make_spg_loss(graphdef, **{**kw, "bound": "zero"})
+@register("spg", fields=FIELDS)
+def spg(graphdef, cfg, *, mask_id=None, role="policy"):
+    """SPG with the configured bound for negative advantages."""
+    return _objective(graphdef, cfg, mask_id, role, cfg["bound"])
+
+
+@register("spg_elbo", fields=_FIXED_BOUND)
+def spg_elbo(graphdef, cfg, *, mask_id=None, role="policy"):
+    """SPG with the ELBO for every advantage."""
+    return _objective(graphdef, cfg, mask_id, role, "elbo")
+
+
+@register("spg_no_neg", fields=_FIXED_BOUND)
+def spg_no_neg(graphdef, cfg, *, mask_id=None, role="policy"):
+    """SPG without a term for negative advantages (the paper's "zero" ablation)."""
+    return _objective(graphdef, cfg, mask_id, role, "zero")

@@ -5,7 +5,8 @@ reference policy:
   loss = -sum_j softmax_j(A) sum_t l_jt + sum_j softmax_j(-A) sum_t l_jt,
 
 softmaxes over the completions of one prompt's group (the reference's local batch is one group).
-Rows are grouped in consecutive runs of `group_size`; padding rows get weight 0.
+Rows are grouped in consecutive runs of `group_size`; padding rows get weight 0. Metrics are
+logged under `wd1/`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rl import likelihood as lk
-from rl.objectives import register
+from rl.objectives import Objective, register
+
+FIELDS = dict(group_size=1, p_mask_prompt=0.15)
 
 
-@register("wd1")
 def make_wd1_loss(
     graphdef,
     *,
@@ -26,10 +28,8 @@ def make_wd1_loss(
     group_size: int,
     p_mask_prompt: float = 0.15,
     role: str = "policy",
-    **unused,
 ):
     """Builds the wd1 loss `(params, frozen, batch, rng) -> (loss_sum, denom, aux)`."""
-    del unused
 
     def loss_fn(params, frozen, batch, rng):
         valid = batch["valid"]
@@ -50,7 +50,16 @@ def make_wd1_loss(
         groups = jnp.sum(jnp.any(row, -1)).astype(jnp.float32)
         length = jnp.maximum(jnp.sum(valid, -1), 1).reshape(-1, group_size)
         n = jnp.maximum(jnp.sum(row), 1)
-        aux = {"spg/elbo": jnp.sum(jnp.where(row, seq / length, 0.0)) / n}
+        aux = {"wd1/loglik": jnp.sum(jnp.where(row, seq / length, 0.0)) / n}
         return loss, groups, aux
 
     return loss_fn
+
+
+@register("wd1", fields=FIELDS)
+def wd1(graphdef, cfg, *, mask_id=None, role="policy"):
+    """wd1: no old or reference policy, so no snapshots."""
+    if mask_id is None:
+        raise ValueError("wd1 needs the tokenizer's mask_id")
+    loss_fn = make_wd1_loss(graphdef, mask_id=mask_id, role=role, **cfg)
+    return Objective(loss_fn, (), plot_keys=("wd1/loglik",))

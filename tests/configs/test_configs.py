@@ -34,10 +34,13 @@ def test_parse_variant():
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_builds_and_is_lockable(name):
+    from launch.experiments import get_runner
+
     mod = importlib.import_module(f"configs.{name}")
     for arg in (None, "tiny"):
         c = mod.get_config(arg)
         assert c.experiment and isinstance(c.seed, int)
+        assert callable(get_runner(c.experiment))  # also for configs whose pulse run is slow
         c.lock()
         with pytest.raises((AttributeError, KeyError)):
             c.no_such_key_xyz = 1
@@ -46,7 +49,12 @@ def test_config_builds_and_is_lockable(name):
 
 # pcl's tiny run compiles its five curricula' samplers and value model (~2 min on 2 cores):
 # it runs in `make test-all`; its harness is covered by tests/rl/test_run_pcl.py.
-_PULSE = [pytest.param(n, marks=pytest.mark.slow) if n == "pcl" else n for n in CONFIGS]
+# spg's tiny run is the costliest here and duplicates the fast suite's
+# tests/rl/test_run_spg.py::test_tiny_run_and_resume[tiny] (same config, same runner, plus a
+# resume); the launch plumbing this test adds (get_runner, prepare_workdir) is the same for every
+# config and is exercised by the other rows.
+_DUPLICATED = ("pcl", "spg")
+_PULSE = [pytest.param(n, marks=pytest.mark.slow) if n in _DUPLICATED else n for n in CONFIGS]
 
 
 @pytest.mark.parametrize("name", _PULSE)

@@ -1,4 +1,8 @@
-"""launch.main end to end: clear one-line errors on bad input, and exact resume after SIGKILL."""
+"""launch.main end to end: clear one-line errors on bad input, and exact resume after SIGKILL.
+
+Each subprocess pays a Python + JAX start-up, so checks share processes: the fast failures run
+side by side, and the SIGKILL test's reference run is reused for the corrupt-checkpoint check.
+"""
 
 import json
 import os
@@ -31,48 +35,46 @@ def _error_lines(stderr):
     return [ln for ln in stderr.splitlines() if "rror" in ln]
 
 
-def test_misspelt_key_names_the_key(tmp_path):
-    out = _run(_cmd(tmp_path / "w", "--config.optim.lrr=0.1"))
-    assert out.returncode != 0
-    assert "lrr" in out.stderr and len(_error_lines(out.stderr)) <= 2, out.stderr[-2000:]
+def test_bad_flags_and_foreign_workdir_fail_fast_with_one_line(tmp_path):
+    """Failures before any training, through the real CLI, run side by side (one process each;
+    they were four sequential tests): a misspelt key, a wrongly typed override, an unknown
+    variant key and the workdir of another experiment."""
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text(json.dumps({"experiment": "fred", "variant": ""}))
+    cases = {
+        "misspelt": (_cmd(tmp_path / "a", "--config.optim.lrr=0.1"), ["lrr"]),
+        "typed": (_cmd(tmp_path / "b", "--config.optim.lr=fast"), ["lr", "fast"]),
+        "variant": (_cmd(tmp_path / "c", config="configs/sft.py:tsk=sudoku4"), ["tsk"]),
+        "foreign": (_cmd(foreign), ["fred"]),
+    }
+    env = {**os.environ, "LMRL_NO_PROGRESS": "1", "JAX_PLATFORMS": "cpu"}
+    procs = {
+        k: subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for k, (cmd, _) in cases.items()
+    }
+    try:
+        errs = {}
+        for k, p in procs.items():
+            _, errs[k] = p.communicate(timeout=240)
+            assert p.returncode != 0, (k, errs[k][-2000:])
+            assert all(w in errs[k] for w in cases[k][1]), (k, errs[k][-2000:])
+            assert len(_error_lines(errs[k])) <= 2, (k, errs[k][-2000:])
+        assert procs["foreign"].returncode == 2
+        last = errs["foreign"].strip().splitlines()[-1]
+        assert last.startswith("error: workdir"), errs["foreign"][-2000:]
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
 
 
-def test_wrong_typed_override_names_the_key(tmp_path):
-    out = _run(_cmd(tmp_path / "w", "--config.optim.lr=fast"))
-    assert out.returncode != 0
-    assert "lr" in out.stderr and "fast" in out.stderr, out.stderr[-2000:]
-
-
-def test_unknown_variant_key_is_one_line(tmp_path):
-    out = _run(_cmd(tmp_path / "w", config="configs/sft.py:tsk=sudoku4"))
-    assert out.returncode != 0 and "tsk" in out.stderr, out.stderr[-2000:]
-
-
-def test_workdir_of_another_experiment_is_refused(tmp_path):
-    w = tmp_path / "w"
-    w.mkdir()
-    (w / "config.json").write_text(json.dumps({"experiment": "fred", "variant": ""}))
-    out = _run(_cmd(w))
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines()[-1].startswith("error: workdir"), out.stderr[-2000:]
-    assert "fred" in out.stderr
-
-
-def test_corrupt_checkpoint_is_one_clear_line(tmp_path):
-    w = tmp_path / "w"
-    assert _run(_cmd(w)).returncode == 0
-    for root, _, files in os.walk(w / "ckpt"):
-        for f in files:
-            with open(os.path.join(root, f), "wb") as fh:
-                fh.write(b"\x00garbage")
-    out = _run(_cmd(w))
-    assert out.returncode == 2
-    last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: checkpoint") and "ckpt" in last, out.stderr[-2000:]
-    assert "Traceback" not in out.stderr, out.stderr[-2000:]  # no "Event loop is closed" walls
-
-
-def test_sigkill_resume_matches_uninterrupted(tmp_path):
+def test_sigkill_resume_matches_uninterrupted_then_corrupt_checkpoint_is_one_line(tmp_path):
+    """One reference run serves two checks: a run SIGKILLed mid-way and resumed ends with the
+    reference's numbers; then the reference's checkpoints are overwritten with garbage and a
+    rerun fails with one clear line (exit 2, no traceback)."""
     flags = [
         "--config.sft.steps=40",
         "--config.ckpt_every=5",
@@ -104,3 +106,12 @@ def test_sigkill_resume_matches_uninterrupted(tmp_path):
     assert set(a) == set(b)
     for k in a:
         assert abs(a[k] - b[k]) <= 1e-6, (k, a[k], b[k])
+    for root, _, files in os.walk(ref / "ckpt"):
+        for f in files:
+            with open(os.path.join(root, f), "wb") as fh:
+                fh.write(b"\x00garbage")
+    out = _run(_cmd(ref, *flags))
+    assert out.returncode == 2
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: checkpoint") and "ckpt" in last, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]  # no "Event loop is closed" walls

@@ -54,3 +54,15 @@ def test_shift_invariance(vals, c):
     for name in ("group_mean", "rloo"):
         np.testing.assert_allclose(adv.compute(name, r + c), adv.compute(name, r), atol=1e-4)
     np.testing.assert_allclose(np.asarray(adv.group_mean(r)).sum(1), 0.0, atol=1e-4)
+
+
+def test_numpy_backend_is_numpys_float32_group_mean():
+    """The SPG rollouts' advantages go through the registry with `xp=numpy`: bit for bit the
+    float32 `r - mean(r)` numpy computes, and close to the jax backend."""
+    r = (np.random.default_rng(0).integers(0, 17, (64, 8)) / 7.0).astype(np.float32)
+    a = adv.compute("group_mean", r, xp=np)
+    assert isinstance(a, np.ndarray) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, r - r.mean(axis=1, keepdims=True))
+    for name in adv.ESTIMATORS:
+        got = adv.compute(name, r, xp=np)
+        np.testing.assert_allclose(got, np.asarray(adv.compute(name, r)), atol=1e-5)

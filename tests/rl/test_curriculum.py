@@ -70,7 +70,7 @@ def _state_and_update():
     opt = dict(lr=1e-2, schedule="constant", clip_norm=0.0)
     tx = make_role_optimizer({"policy": opt, "value": dict(opt, lr=3e-2)})
     state = TrainState.create({"policy": p, "value": vp}, tx, jax.random.key(0), {"policy": rest})
-    loss = curriculum.make_pcl_loss(objectives.get("grpo")(g, {}), g)
+    loss = curriculum.make_pcl_loss(objectives.get("grpo")(g, {}).loss_fn, g)
     return g, state, loss, tx, make_update_step(loss, tx, donate=False)
 
 
@@ -113,7 +113,7 @@ def test_roles_get_their_own_gradients_and_value_lags_policy():
     g, state, loss, _, update = _state_and_update()
     b = _batch(0)
     rest = state.frozen["policy"]
-    pg = objectives.get("grpo")(g, {})
+    pg = objectives.get("grpo")(g, {}).loss_fn
 
     @jax.jit
     def all_grads(params):

@@ -71,7 +71,7 @@ def setup():
 
 def test_loss_golden_at_ratio_one(setup):
     graphdef, params, frozen, batch = setup
-    loss_fn = objectives.get("grpo")(graphdef, {"loss_norm": "token"})
+    loss_fn = objectives.get("grpo")(graphdef, {"loss_norm": "token"}).loss_fn
     ls, den, aux = jax.jit(loss_fn)(params, frozen, batch, jax.random.key(0))
     ntok = np.asarray(batch["score_mask"]).sum(1)  # [4, 4, 4, 2]
     expect = -(np.asarray(batch["adv"]) * ntok).sum()
@@ -84,7 +84,7 @@ def test_equal_rewards_zero_gradient(setup):
 
     graphdef, params, frozen, batch = setup
     b = dict(batch, adv=group_mean_std(jnp.full((2, 2), 0.3)).reshape(-1))
-    loss_fn = objectives.get("grpo")(graphdef, {})
+    loss_fn = objectives.get("grpo")(graphdef, {}).loss_fn
     g = jax.jit(jax.grad(lambda p: loss_fn(p, frozen, b, None)[0]))(params)
     assert max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(g)) == 0.0
 
@@ -92,7 +92,7 @@ def test_equal_rewards_zero_gradient(setup):
 def test_clip_inactive_at_ratio_one(setup):
     """At ratio 1 the clipped loss has exactly the REINFORCE gradient -A ∇log π."""
     graphdef, params, frozen, batch = setup
-    loss_fn = objectives.get("rloo")(graphdef, {"clip_eps": 0.01, "clip_eps_high": 0.01})
+    loss_fn = objectives.get("rloo")(graphdef, {"clip_eps": 0.01, "clip_eps_high": 0.01}).loss_fn
 
     def reinforce(p):
         model = nnx.merge(graphdef, p["policy"], frozen["policy"])
@@ -108,7 +108,7 @@ def test_clip_inactive_at_ratio_one(setup):
 def test_kl_term_with_reference(setup):
     graphdef, params, frozen, batch = setup
     fz = dict(frozen, ref=jax.tree.map(lambda x: x + 0.05, params["policy"]))
-    loss_fn = objectives.get("grpo")(graphdef, {"kl_coef": 0.1, "kl_estimator": "k3"})
+    loss_fn = objectives.get("grpo")(graphdef, {"kl_coef": 0.1, "kl_estimator": "k3"}).loss_fn
     _, _, aux = jax.jit(loss_fn)(params, fz, batch, None)
     assert float(aux["rl/kl"]) > 0
     _, _, aux0 = jax.jit(loss_fn)(params, dict(frozen, ref=params["policy"]), batch, None)

@@ -166,9 +166,8 @@ def test_empty_cot_reduces_to_sft(tiny_lm):
         "valid": jnp.ones(2, bool),
         "bound_w": jnp.ones(2),
     }
-    loss_fn = objectives.get("jepo")(
-        graphdef, {"group_size": 2, "multi_sample": False, "beta_sup": 1.0}
-    )
+    cfg = {"group_size": 2, "multi_sample": False, "beta_sup": 1.0}
+    loss_fn = objectives.get("jepo")(graphdef, cfg).loss_fn
     fz = {"policy": rest}
 
     def sft(p):

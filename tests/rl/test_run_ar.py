@@ -10,11 +10,13 @@ from rl.run_ar import cut_at_marker, jepo_rows
 
 
 def test_cut_at_marker():
-    assert cut_at_marker("1+2=3; The final answer is 3") == "1+2=3; The final answer is"
-    assert cut_at_marker("the final answer is 1; the final answer is 2") == (
+    m = "the final answer is"
+    assert cut_at_marker("1+2=3; The final answer is 3", m) == "1+2=3; The final answer is"
+    assert cut_at_marker("the final answer is 1; the final answer is 2", m) == (
         "the final answer is 1; the final answer is"
     )
-    assert cut_at_marker("no marker here") is None
+    assert cut_at_marker("no marker here", m) is None
+    assert cut_at_marker("a task without a marker", "") is None
 
 
 class RC:
@@ -32,7 +34,7 @@ def test_jepo_rows_layout():
         ids = tok.encode(g, add_eos=True)
         gen[i, : len(ids)], gmask[i, : len(ids)] = ids, True
     rc = RC()
-    rows = jepo_rows(pt, pm, gen, gmask, [5, 5], tok, rc)
+    rows = jepo_rows(pt, pm, gen, gmask, [5, 5], tok, rc, "the final answer is")
     p = pt.shape[1]
     assert rows["tokens"].shape == (2, p + 12 + 4)
     assert rows["valid"].tolist() == [True, False]
@@ -77,7 +79,7 @@ def tiny_rollouts():
 
     c = get_config("tiny")
     c.rl.update(prompts_per_step=4, group_size=4, max_new_tokens=8, kl_coef=0.0)
-    c.rl.update(num_eval=5, eval_batch=5, eval_samples=3)
+    c.rl.update(num_eval=5, eval_batch_size=5, eval_samples=3)
     task, tok = make_task_and_tokenizer(c)
     # A reward with several values per group, so that a shuffle is visible.
     task.reward = lambda text, ex: float(len(text) % 3)
@@ -124,7 +126,9 @@ def test_lr0_control_leaves_parameters_bitwise_unchanged(tiny_rollouts):
     state = _state(c, params, rest, jax)
     batch, _ = roll.batch(state, 0)
     assert np.abs(batch["adv"]).max() > 0
-    loss = objectives.get("grpo")(graphdef, dict(c.rl))
+    from rl.run_ar import RUNNER_FIELDS
+
+    loss = objectives.build(c.rl, graphdef, runner_fields=RUNNER_FIELDS).loss_fn
     p = {"policy": params}
     g = jax.jit(jax.grad(lambda q: loss(q, {"policy": rest}, batch, None)[0]))(p)
     moved = {}
@@ -171,3 +175,55 @@ def test_eval_sizes_are_config_fields(tiny_rollouts, tmp_path):
         np.testing.assert_array_equal(again[k], v)
     rows, table = ar_eval.change_report(scores, scores)
     assert {r["metric"] for r in rows} == set(ar_eval.METRICS) and "95% CI" in table
+
+
+class Interrupt(RuntimeError):
+    pass
+
+
+@pytest.mark.slow  # ~20 s idle (3 tiny runs); tests/train/test_loop.py covers µ = 2 in `make test`
+def test_interrupted_run_with_two_inner_steps_resumes_exactly(tmp_path, monkeypatch):
+    """Issue 13: GRPO with µ = 2 inner updates per rollout batch, killed after the checkpoint at
+    loop step 1 and rerun on its workdir, ends exactly like an uninterrupted run (a resume from
+    the optimizer's update count, 2, would skip a rollout batch)."""
+    import json
+
+    from configs.grpo import get_config
+    from rl import run_ar
+
+    c = get_config("tiny")
+    c.rl.update(inner_updates=2, steps=3, sft_dir=str(tmp_path / "sft"))  # one shared warm start
+    c.ckpt_every = 1
+    # A reward with several values per group, so that every update moves the policy.
+    from data.tasks.arithmetic import Arithmetic
+
+    def reward(self, text, example, compat="fixed"):
+        return float(len(text) % 3)
+
+    monkeypatch.setattr(Arithmetic, "reward", reward)
+    real_batch = run_ar.Rollouts.batch
+    full = run_ar.run(c, str(tmp_path / "full"))
+
+    def crash_at_step_2(self, state, step):
+        if step == 2:
+            raise Interrupt
+        return real_batch(self, state, step)
+
+    monkeypatch.setattr(run_ar.Rollouts, "batch", crash_at_step_2)
+    with pytest.raises(Interrupt):
+        run_ar.run(c, str(tmp_path / "cut"))
+    monkeypatch.setattr(run_ar.Rollouts, "batch", real_batch)
+    resumed = run_ar.run(c, str(tmp_path / "cut"))
+    assert resumed == full
+
+    def rl_rows(wd):
+        rows = [json.loads(x) for x in open(tmp_path / wd / "metrics.jsonl")]
+        last = {}
+        for r in rows:  # a resumed step's record replaces the interrupted run's
+            if "rl/gen_len" in r:
+                last[r["step"]] = r
+        return [last[s] for s in sorted(last)]
+
+    full_rows, cut_rows = rl_rows("full"), rl_rows("cut")
+    assert len(full_rows) == 3 and cut_rows == full_rows
+    assert any(r["train/grad_norm"] > 0 for r in full_rows)

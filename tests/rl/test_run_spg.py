@@ -25,6 +25,9 @@ def test_config_variants():
         "task=countdown",
         "bound=eubo",
         "bound=elbo",
+        "bound=zero",  # SPG without negatives (bench/spg_table.py's SPG-zero row)
+        "task=gsm8k",
+        "task=math500",
         "method=diffu_grpo",
         "method=wd1",
         "llada8b",
@@ -35,6 +38,7 @@ def test_config_variants():
     c = spg_config.get_config("llada8b")
     assert c.model.n_layers == 32 and c.rl.gen_len == 256
     assert spg_config.get_config().rl.bound == "elbo"  # the small default
+    assert spg_config.get_config("bound=zero").rl.bound == "zero"
 
 
 def test_llada8b_uses_the_papers_settings():
@@ -44,7 +48,7 @@ def test_llada8b_uses_the_papers_settings():
         c = spg_config.get_config(f"llada8b,task={task}")
         assert c.rl.bound == "mix" and c.rl.objective == "spg"
         assert c.rl.prompts_per_step == 16 and c.rl.group_size == 6
-        assert c.rl.ref_kl == 0.0 and c.rl_optim.lr == 3e-7
+        assert c.rl.kl_coef == 0.0 and c.rl_optim.lr == 3e-7
         assert c.rl.beta == (1.0 if task == "sudoku4" else 1.5)
     assert spg_config.get_config("llada8b,task=countdown,bound=eubo").rl.beta == 2.0
     assert spg_config.get_config("llada8b,task=sudoku4,bound=eubo").rl.beta == 1.0
@@ -93,3 +97,36 @@ def test_lr0_control_run_changes_nothing(tmp_path):
     out = run(c, str(tmp_path))
     changes = [k for k in out if k.startswith("change/") and k.endswith("/mean")]
     assert changes and all(out[k] == 0.0 for k in changes)
+
+
+@pytest.mark.parametrize("task", ["gsm8k", "math500"])
+def test_math_tasks_read_local_files(task, tmp_path):
+    """Issue 15.12: `task=gsm8k|math500` reads local JSONL files; `:tiny` reads the fixtures and
+    every row encodes at the config's static lengths; without files, one line naming the path."""
+    from data.pipeline import encode_prompts, encode_sft_example
+    from models.errors import MissingFileError
+    from train.sft import make_task_and_tokenizer
+
+    c = spg_config.get_config(f"task={task},tiny")
+    t, tok = make_task_and_tokenizer(c)
+    train = t.generate("train", c.sft.num_train, c.seed)
+    assert len(train) == c.sft.num_train
+    for ex in train:
+        encode_sft_example(ex, t, tok, c.sft.max_len, c.sft.style)
+    encode_prompts(t.generate("test", c.rl.num_eval, 2), t, tok, c.rl.max_prompt_len)
+    assert c.rl.beta == 1.5  # the paper's Mix beta for GSM8K / MATH500
+    c = spg_config.get_config(f"task={task},data_dir={tmp_path}")
+    with pytest.raises(MissingFileError) as e:
+        make_task_and_tokenizer(c)[0].generate("train", 4, 0)
+    assert str(tmp_path / task / "train.jsonl") in str(e.value) and "\n" not in str(e.value)
+    assert spg_config.get_config(f"task={task},llada8b").task_kwargs.style == "paper"
+
+
+@pytest.mark.parametrize("task", ["gsm8k", pytest.param("math500", marks=pytest.mark.slow)])
+def test_math_task_tiny_run_on_fixtures(task, tmp_path):
+    from rl.run_spg import run
+
+    c = spg_config.get_config(f"task={task},tiny")
+    out = run(c, str(tmp_path))
+    assert np.isfinite(out["rl/final_reward_mean"]) and out["train/skipped"] == 0
+    assert out[f"change/test/accuracy@{c.rl.gen_len}/n"] == 3  # the fixture's rows, no repeats

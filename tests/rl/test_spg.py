@@ -64,7 +64,16 @@ def make_batch(adv, pad_prompt=0, pad_rows=0):
     }
 
 
-KW = dict(mask_id=MASK, block_len=4, num_mc=2, group_size=2, beta=1.5)
+KW = dict(mask_block_len=4, num_mc=2, group_size=2, beta=1.5)
+
+
+def build_loss(name, graphdef, **cfg):
+    """The objective's loss from the fields of `cfg` it declares (one dict for every method)."""
+    declared = objectives.fields(name)
+    sub = {k: v for k, v in cfg.items() if k in declared}
+    return objectives.get(name)(graphdef, sub, mask_id=MASK).loss_fn
+
+
 _SLOW = pytest.mark.slow
 METHODS = [
     ("spg", {}),
@@ -81,10 +90,10 @@ METHODS = [
 
 def loss_and_grad(name, extra, batch, frozen_extra=False):
     graphdef, params, rest = parts()
-    loss_fn = objectives.get(name)(graphdef, **{**KW, **extra})
+    loss_fn = build_loss(name, graphdef, **{**KW, **extra})
     frozen = {"policy": rest}
     if frozen_extra:
-        frozen.update(old_params=params, ref_params=params)
+        frozen.update(old=params, ref=params)
 
     def f(p):
         ls, d, aux = loss_fn({"policy": p}, frozen, batch, jax.random.key(5))
@@ -121,7 +130,7 @@ def test_padding_does_not_change_loss(name, extra):
 
 def test_spg_step_raises_positive_elbo_and_compiles_once():
     graphdef, params, rest = parts()
-    loss_fn = objectives.get("spg")(graphdef, **KW)
+    loss_fn = build_loss("spg", graphdef, **KW)
     tx = optax.adam(3e-2)
     state = TrainState.create({"policy": params}, tx, jax.random.key(0), frozen={"policy": rest})
     update = make_update_step(loss_fn, tx)

@@ -45,7 +45,8 @@ def batch(adv):
 
 def run_updates(control, n=2):
     graphdef, params, rest = parts()
-    loss = objectives.get("spg")(graphdef, mask_id=MASK, bound="mix", num_mc=2, block_len=4)
+    cfg = {"bound": "mix", "num_mc": 2, "mask_block_len": 4}
+    loss = objectives.get("spg")(graphdef, cfg, mask_id=MASK).loss_fn
     tx = control_optimizer(
         make_optimizer({"lr": 1e-2, "warmup_steps": 0, "clip_norm": 1.0}), control
     )
@@ -123,17 +124,20 @@ def test_drop_flat_groups_masks_equal_reward_groups():
     assert b["row_mask"].all()
 
 
-def test_ref_kl_is_zero_at_the_reference_and_positive_away_from_it():
+def test_kl_is_zero_at_the_reference_and_positive_away_from_it():
     graphdef, params, rest = parts()
-    loss = objectives.get("spg")(graphdef, mask_id=MASK, bound="elbo", num_mc=2, ref_kl=0.5)
-    base = objectives.get("spg")(graphdef, mask_id=MASK, bound="elbo", num_mc=2)
+    cfg = {"bound": "elbo", "num_mc": 2}
+    with_kl = objectives.get("spg")(graphdef, {**cfg, "kl_coef": 0.5}, mask_id=MASK)
+    assert with_kl.snapshots == ("ref",)
+    loss = with_kl.loss_fn
+    base = objectives.get("spg")(graphdef, cfg, mask_id=MASK).loss_fn
     b, key = batch([1.0, -1.0]), jax.random.key(4)
-    same = {"policy": rest, "ref_params": params}
+    same = {"policy": rest, "ref": params}
     ls, _, aux = loss({"policy": params}, same, b, key)
     ls0, _, _ = base({"policy": params}, same, b, key)
     assert abs(float(aux["spg/kl"])) < 1e-6 and np.isclose(float(ls), float(ls0), atol=1e-5)
     far = jax.tree.map(lambda x: x + 0.3 * jnp.sign(x), params)
-    ls, _, aux = loss({"policy": params}, {"policy": rest, "ref_params": far}, b, key)
+    ls, _, aux = loss({"policy": params}, {"policy": rest, "ref": far}, b, key)
     assert float(aux["spg/kl"]) > 1e-3 and float(ls) > float(ls0)
 
 
@@ -164,9 +168,10 @@ def test_d1_loss_is_normalised_by_the_batch_token_count():
     graphdef, params, rest = parts()
     b, key = batch([1.0, -1.0]), jax.random.key(0)
     for norm, want in (("token", 1.0 / 11.0), ("sequence", 0.0)):
-        loss = objectives.get("diffu_grpo")(graphdef, mask_id=MASK, kl_beta=0.0, norm=norm)
+        cfg = {"kl_coef": 0.0, "norm": norm}
+        loss = objectives.get("diffu_grpo")(graphdef, cfg, mask_id=MASK).loss_fn
         ls, den, _ = loss({"policy": params}, {"policy": rest}, b, key)
         assert np.isclose(float(ls / den), want, atol=1e-6), (norm, float(ls / den))
-    default = objectives.get("diffu_grpo")(graphdef, mask_id=MASK, kl_beta=0.0)
+    default = objectives.get("diffu_grpo")(graphdef, {"kl_coef": 0.0}, mask_id=MASK).loss_fn
     ls, den, _ = default({"policy": params}, {"policy": rest}, b, key)
     assert np.isclose(float(ls / den), 1.0 / 11.0, atol=1e-6)

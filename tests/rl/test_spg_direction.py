@@ -64,9 +64,8 @@ def elbo_many(params, rest, b, n=512):
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_one_sgd_step_moves_likelihood_with_advantage(bound, sign):
     graphdef, params, rest = parts()
-    loss_fn = objectives.get("spg")(
-        graphdef, mask_id=MASK, bound=bound, num_mc=8, block_len=4, p_mask_prompt=0.0
-    )
+    cfg = dict(bound=bound, num_mc=8, mask_block_len=4, p_mask_prompt=0.0)
+    loss_fn = objectives.get("spg")(graphdef, cfg, mask_id=MASK).loss_fn
     b = batch([sign, 0.0])  # row 1 has zero advantage: it must not matter
 
     def f(p):

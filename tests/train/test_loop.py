@@ -129,3 +129,35 @@ def test_batch_fn_compat_resumes_from_checkpoint_step(tmp_path):
     assert calls == [0, 1, 2]
     with pytest.raises(ValueError, match="exactly one"):
         fit(_state(), _collect(), batch_fn=lambda s: None, update_fn=None, num_steps=1, writer=None)
+
+
+def test_before_updates_runs_once_per_batch_and_metrics_are_the_mean_of_the_updates(tmp_path):
+    """RL: `before_updates` (the `old` snapshot) sees the state after collect and before the µ
+    updates; the logged update metrics are the mean over the µ updates of the loop step."""
+    seen = []
+
+    def before(state):
+        seen.append(int(state.step))
+        return state
+
+    calls = []
+
+    def update(state, batch):
+        calls.append(int(state.step))
+        return state.replace(step=state.step + 1), {"train/loss": jnp.float32(len(calls))}
+
+    writer = MetricWriter(str(tmp_path), tensorboard=False, console=False)
+    _, last = fit(
+        _state(),
+        _collect(),
+        3,
+        update_fn=update,
+        num_steps=2,
+        writer=writer,
+        log_every=1,
+        before_updates=before,
+    )
+    writer.close()
+    assert seen == [0, 3] and calls == [0, 1, 2, 3, 4, 5]
+    rows = read_metrics(str(tmp_path / "metrics.jsonl"))
+    assert [r["train/loss"] for r in rows] == [2.0, 5.0] and last["train/loss"] == 5.0
