@@ -104,13 +104,16 @@ def make_train_central(graphdef, rest, optim_cfg, runtime: Runtime | None = None
     """
     tx = make_optimizer(optim_cfg)
     loss_fn = _lm_loss(graphdef, rest)
+    rt = runtime or Runtime({"mesh_shape": (-1, 1, 1)})
+    compiled = {}  # one update step for every call (same state structure and shardings)
+
+    def init(params, key):
+        return TrainState.create(jax.tree.map(jnp.copy, params), tx, key)
 
     def train(params, examples, steps, batch_size, seed):
-        rt = runtime or Runtime({"mesh_shape": (-1, 1, 1)})
-        state = rt.create_state(
-            lambda p: TrainState.create(jax.tree.map(jnp.copy, p), tx, jax.random.key(seed)),
-            params,
-        )
+        state = rt.create_state(init, params, jax.random.key(seed))
+        if "update" not in compiled:
+            compiled["update"] = rt.update_step(loss_fn, tx)
         rng = np.random.default_rng(seed)
 
         def collect(st, step):
@@ -122,7 +125,7 @@ def make_train_central(graphdef, rest, optim_cfg, runtime: Runtime | None = None
             state,
             collect,
             1,
-            update_fn=rt.update_step(loss_fn, tx),
+            update_fn=compiled["update"],
             num_steps=steps,
             writer=NullWriter(""),
             log_every=max(steps, 1),
