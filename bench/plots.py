@@ -1,6 +1,7 @@
 """Companion PNGs for `bench/results/*.md`: each table's numbers as a chart.
 
-`write_results` calls `table_png` for every benchmark, so each `NAME.md` gets a `NAME_table.png` (a benchmark's own figure, if it draws one, is `NAME.png`).
+`write_results` calls `table_png` for every benchmark, so each `NAME.md` gets a
+`NAME_table.png` (a benchmark's own figure, if it draws one, is `NAME.png`).
 Columns whose cells read `value [lo, hi]` are drawn as points with their intervals (a vertical
 line at 0 when the interval columns are changes); other numeric columns as bars; the rows are
 labelled by the table's first text column. Several tables in one file: the first is drawn.
@@ -11,7 +12,6 @@ labelled by the table's first text column. Several tables in one file: the first
 from __future__ import annotations
 
 import glob
-import math
 import os
 import re
 
@@ -79,13 +79,18 @@ def table_png(md_path: str, png_path: str | None = None, max_panels: int = 4) ->
         ys = [i for i, v in enumerate(vals) if v is not None]
         ms = [vals[i][0] for i in ys]
         if kind == "interval":
-            err = [[m - vals[i][1] for i, m in zip(ys, ms)], [vals[i][2] - m for i, m in zip(ys, ms)]]
+            err = [
+                [m - vals[i][1] for i, m in zip(ys, ms)],
+                [vals[i][2] - m for i, m in zip(ys, ms)],
+            ]
             ax.errorbar(ms, ys, xerr=err, fmt="o", capsize=3)
             if min(vals[i][1] for i in ys) < 0 < max(vals[i][2] for i in ys):
                 ax.axvline(0.0, color="k", lw=0.8)
         else:
             ax.barh(ys, ms)
-        ax.set_yticks(range(len(rows)), labels if ax is axes[0][0] else [""] * len(rows), fontsize=7)
+        ax.set_yticks(
+            range(len(rows)), labels if ax is axes[0][0] else [""] * len(rows), fontsize=7
+        )
         ax.invert_yaxis()
         ax.set_title(head[j][:40], fontsize=8)
         ax.grid(alpha=0.3, axis="x")

@@ -117,7 +117,10 @@ def make_batches(
     """
     if not len(records):
         raise ValueError("no records to batch")
-    source = records if isinstance(records, grain.MapDataset) else grain.MapDataset.source(list(records))
+    if isinstance(records, grain.MapDataset):
+        source = records
+    else:
+        source = grain.MapDataset.source(list(records))
     return (
         source
         .shuffle(seed=seed)

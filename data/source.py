@@ -4,9 +4,9 @@ A task's examples for one (split, size, seed) are built once into a TFDS array_r
 (builder `lmrl_task`, one builder config per task / options / split / size / seed, order kept:
 example i of the build is example i of `Task.generate`) under a data directory
 (`$LMRL_TFDS_DIR`, default `~/.cache/lmrl/tfds`), and read back lazily: `examples` returns a
-`grain.MapDataset` over the builder's `as_data_source` (what `tfds.data_source` returns), so a large split never sits in memory and batch i
-is a pure function of i (exact resume by position). `SourcedTask` wraps a task so that its
-`generate` reads through this path: the runners keep calling `task.generate(split, num, seed)`
+`grain.MapDataset` over the builder's `as_data_source` (what `tfds.data_source` returns), so a
+large split never sits in memory and batch i is a pure function of i (exact resume by
+position). `SourcedTask` wraps a task so that its `generate` reads through this path: the runners keep calling `task.generate(split, num, seed)`
 and get exactly the generated examples, from disk.
 
 Builds are guarded by a file lock (several processes may ask for the same dataset at once) and
@@ -124,8 +124,15 @@ def file_digest(path: str) -> str:
     return h.hexdigest()[:12]
 
 
-def build(task: str, split: str, num: int, seed: int, task_kwargs: dict | None = None,
-          root: str | None = None, path: str = ""):
+def build(
+    task: str,
+    split: str,
+    num: int,
+    seed: int,
+    task_kwargs: dict | None = None,
+    root: str | None = None,
+    path: str = "",
+):
     """Builds (or finds) the array_record dataset of one split; returns the TFDS builder.
 
     A file-backed task (`path` given) is converted from its public format by the task's `load`;
@@ -140,7 +147,13 @@ def build(task: str, split: str, num: int, seed: int, task_kwargs: dict | None =
     else:
         name = config_name(task, task_kwargs or {}, split, num, seed)
     cfg = config_cls(
-        name=name, task=task, task_kwargs=kw, split=split, num=int(num), seed=int(seed), path=path,
+        name=name,
+        task=task,
+        task_kwargs=kw,
+        split=split,
+        num=int(num),
+        seed=int(seed),
+        path=path,
     )
     builder = cls(config=cfg, data_dir=root, file_format="array_record")
     if not builder.is_prepared():
@@ -169,8 +182,15 @@ def _to_example(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def examples(task: str, split: str, num: int, seed: int, task_kwargs: dict | None = None,
-             root: str | None = None, path: str = "") -> grain.MapDataset:
+def examples(
+    task: str,
+    split: str,
+    num: int,
+    seed: int,
+    task_kwargs: dict | None = None,
+    root: str | None = None,
+    path: str = "",
+) -> grain.MapDataset:
     """The split's examples as a lazy `grain.MapDataset` read through `tfds.data_source`."""
     builder = build(task, split, num, seed, task_kwargs, root, path)
     # What `tfds.data_source(name)` returns, from the (unregistered, per-config) builder itself.

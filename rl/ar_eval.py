@@ -42,7 +42,6 @@ def evaluate(roll, state, samples: list | None = None) -> dict[str, np.ndarray]:
       samples: if a list, receives a few (prompt, greedy completion, target) texts for logging.
     """
     from rl.rollout import sample_texts
-
     from rl.run_ar import jepo_rows
 
     rc, k = roll.rc, roll.rc.eval_samples

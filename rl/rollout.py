@@ -101,7 +101,9 @@ def _decode_all(sample, params, frozen, prompts, idx, batch_size, n, key):
     return np.concatenate(comps)[:n]
 
 
-def sample_texts(task, examples: Sequence[dict], completions: Sequence[str], num: int = 4) -> list[str]:
+def sample_texts(
+    task, examples: Sequence[dict], completions: Sequence[str], num: int = 4
+) -> list[str]:
     """`num` readable (prompt, completion, target) records for TensorBoard / samples.jsonl."""
     return [
         f"prompt: {task.prompt(ex)!r}\ncompletion: {c!r}\ntarget: {task.target(ex)!r}"

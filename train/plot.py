@@ -86,8 +86,10 @@ def plot_metrics(
         ax = next(panels)
         names = list(changes)[:10]
         means = [changes[k][0] for k in names]
-        err = [[m - changes[k][1] for k, m in zip(names, means)],
-               [changes[k][2] - m for k, m in zip(names, means)]]
+        err = [
+            [m - changes[k][1] for k, m in zip(names, means)],
+            [changes[k][2] - m for k, m in zip(names, means)],
+        ]
         ax.errorbar(means, range(len(names)), xerr=err, fmt="o", capsize=3)
         ax.axvline(0.0, color="k", lw=0.8)
         ax.set_yticks(range(len(names)), names, fontsize=6)

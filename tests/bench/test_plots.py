@@ -20,7 +20,10 @@ reading text
 def test_parse_table_reads_the_first_pipe_table():
     head, rows = plots.parse_table(MD)
     assert head == ["cell", "change", "acc", "note"]
-    assert rows == [["a", "+1.3 [-0.3, +2.8]", "56.5", "ok"], ["b", "-2.0 [-4.1, -0.5]", "54.2", "-"]]
+    assert rows == [
+        ["a", "+1.3 [-0.3, +2.8]", "56.5", "ok"],
+        ["b", "-2.0 [-4.1, -0.5]", "54.2", "-"],
+    ]
     kind, vals = plots._column(rows, 1)
     assert kind == "interval" and vals[1] == (-2.0, -4.1, -0.5)
     assert plots._column(rows, 2)[0] == "number" and plots._column(rows, 3)[0] is None

@@ -56,7 +56,8 @@ def test_batches_from_disk_equal_in_memory_and_resume_loses_nothing(root):
     # (30 examples -> batches 0..6 hold 28 of them, no repeats) nothing is lost or repeated.
     restarted = pipeline.make_batches(
         source.SourcedTask(task, "arithmetic", {"num_ops": 2}).source("train", 30, 1).map(enc),
-        4, seed=5,
+        4,
+        seed=5,
     )
     seen = [r.tobytes() for i in range(3) for r in lazy[i]["tokens"]]
     seen += [r.tobytes() for i in range(3, 7) for r in restarted[i]["tokens"]]
