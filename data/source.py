@@ -6,8 +6,9 @@ example i of the build is example i of `Task.generate`) under a data directory
 (`$LMRL_TFDS_DIR`, default `~/.cache/lmrl/tfds`), and read back lazily: `examples` returns a
 `grain.MapDataset` over the builder's `as_data_source` (what `tfds.data_source` returns), so a
 large split never sits in memory and batch i is a pure function of i (exact resume by
-position). `SourcedTask` wraps a task so that its `generate` reads through this path: the runners keep calling `task.generate(split, num, seed)`
-and get exactly the generated examples, from disk.
+position). `SourcedTask` wraps a task so that its `generate` reads through this path: the
+runners keep calling `task.generate(split, num, seed)` and get exactly the generated examples,
+from disk.
 
 Builds are guarded by a file lock (several processes may ask for the same dataset at once) and
 are deterministic, so a rebuilt dataset is byte-identical.
