@@ -121,9 +121,4 @@ def make_batches(
         source = records
     else:
         source = grain.MapDataset.source(list(records))
-    return (
-        source
-        .shuffle(seed=seed)
-        .repeat()
-        .batch(batch_size, drop_remainder=True)
-    )
+    return source.shuffle(seed=seed).repeat().batch(batch_size, drop_remainder=True)
