@@ -9,8 +9,8 @@ The Q/K/V projections are one parameter `wqkv` [D, K, H/K + 2, hd] and the SwiGL
 projections one `w_gate_up` [D, 2, F] (one matmul each instead of three and two). They are
 initialised from the same random draws as the separate projections were, so a seed gives the same
 network as before the fusion; `models.layout.fuse_projections` converts parameter trees with
-separate `wq`/`wk`/`wv`/`w_gate`/`w_up`. Attention without a cache passes causality as a flag and
-padding as a [B, 1, 1, S] key mask, so no [B, T, S] mask is materialised.
+separate `wq`/`wk`/`wv`/`w_gate`/`w_up`. Attention without a cache builds its score mask inside
+each layer from the [B, S] key validity and iotas, so no [B, T, S] mask is materialised.
 
 At scale two config options matter: `scan_layers` stores the blocks stacked on a leading `layers`
 axis and runs them under `jax.lax.scan` (one compiled block instead of n_layers copies), and
@@ -164,6 +164,21 @@ def split_qkv(wqkv: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     return wq, wqkv[..., g2 - 2, :], wqkv[..., g2 - 1, :]
 
 
+def _score_mask(valid_bs: jax.Array, empty_bt: jax.Array, causal: bool) -> jax.Array:
+    """[B, 1, T, S] score mask from key validity and the rows that see no valid key.
+
+    Built inside each attention call from two vectors and iotas, so XLA fuses it into the score
+    masking instead of reading a materialised [B, T, S] mask. A row without any valid key (left
+    padding under a causal mask) sees every slot, as it always has: changing that would change
+    the logit at the last padded position, which predicts the first real token.
+    """
+    t, s = empty_bt.shape[1], valid_bs.shape[1]
+    m = valid_bs[:, None, None, :]
+    if causal:
+        m = m & (jnp.arange(s)[None, :] <= jnp.arange(t)[:, None])[None, None]
+    return m | empty_bt[:, None, :, None]
+
+
 class Attention(nnx.Module):
     """Grouped-query attention with one fused Q/K/V projection `wqkv` [D, K, H/K + 2, hd]."""
 
@@ -179,8 +194,8 @@ class Attention(nnx.Module):
         self.dtype = dt
 
     def __call__(self, x_btd, positions_bt, mask, layer_cache, cache_index):
-        """`mask`: key validity [B, S] without a cache (causality from `cfg.causal`), else the
-        full [B, T, S] mask over the cache slots."""
+        """`mask`: without a cache, (key validity [B, S], no-visible-key rows [B, T]) from which
+        each layer's score mask is built; with one, the full [B, T, S] mask over the slots."""
         cfg, dt = self.cfg, self.dtype
         b, t = x_btd.shape[:2]
         g = cfg.n_heads // cfg.n_kv_heads
@@ -201,11 +216,7 @@ class Attention(nnx.Module):
             k, v = ck.astype(dt), cv.astype(dt)
             out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, :, :])
         else:
-            # Key padding as a [B, 1, 1, S] mask and causality as a flag: no [T, S] mask is built
-            # per batch row (XLA fuses both into the score masking).
-            out = jax.nn.dot_product_attention(
-                q, k, v, mask=mask[:, None, None, :], is_causal=cfg.causal
-            )
+            out = jax.nn.dot_product_attention(q, k, v, mask=_score_mask(*mask, cfg.causal))
         out = constrain(out, ("batch", "length", "heads", "kv"))
         return jnp.einsum("bthk,hkd->btd", out, self.wo[...].astype(dt)), new_cache
 
@@ -338,7 +349,13 @@ class Transformer(nnx.Module):
             q_slot = index + jnp.arange(t)
             k_slot = jnp.arange(key_valid.shape[1])
         if cache is None:
-            attn_mask = key_valid  # [B, T]; causality is a flag of the attention call
+            # Rows with no valid key at or before them (at all, bidirectionally).
+            seen = (
+                jnp.cumsum(key_valid, axis=1)
+                if cfg.causal
+                else jnp.sum(key_valid, axis=1, keepdims=True)
+            )
+            attn_mask = (key_valid, jnp.broadcast_to(seen == 0, (b, t)))
         else:
             attn_mask = jnp.broadcast_to(key_valid[:, None, :], (b, t, key_valid.shape[1]))
             if cfg.causal:
