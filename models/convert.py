@@ -3,13 +3,15 @@
 LLaDA-8B-Instruct (arXiv:2502.09992; the SPG base model, arXiv:2510.09541) ships
 `model-0000k-of-0000n.safetensors` shards with OLMo-style names; Llama checkpoints use the
 `transformers` Llama names. Both map onto our parameters (torch `Linear` weights are [out, in], so
-they are transposed and split into heads):
+they are transposed, split into heads, and fused as `models.transformer.fuse_qkv` lays them out):
 
 ours -> LLaDA (`model.transformer.` + ...) / Llama (`model.` + ...):
   embed [V, D]                 wte                  / embed_tokens
-  blocks.i.attn.wq/wk/wv       blocks.i.q/k/v_proj  / layers.i.self_attn.q/k/v_proj
+  blocks.i.attn.wqkv           blocks.i.q/k/v_proj  / layers.i.self_attn.q/k/v_proj
+    [D, K, H/K + 2, hd]
   blocks.i.attn.wo [H, hd, D]  blocks.i.attn_out    / layers.i.self_attn.o_proj
-  blocks.i.mlp.w_gate/w_up     blocks.i.ff_proj/up_proj / layers.i.mlp.gate_proj/up_proj
+  blocks.i.mlp.w_gate_up       blocks.i.ff_proj/up_proj / layers.i.mlp.gate_proj/up_proj
+    [D, 2, F]
   blocks.i.mlp.w_down          blocks.i.ff_out      / layers.i.mlp.down_proj
   blocks.i.attn_norm/mlp_norm  blocks.i.attn_norm/ff_norm / layers.i.input_/post_attention_layernorm
   final_norm                   ln_f                 / norm
@@ -34,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from models.transformer import Transformer, TransformerConfig, as_dtype
+from models.transformer import Transformer, TransformerConfig, as_dtype, split_qkv
 
 NAMINGS = {
     "llada": dict(
@@ -81,26 +83,32 @@ def _name(n: dict, key: str, i: int | None = None) -> str:
 
 
 def _mapping(cfg: TransformerConfig, naming: str):
-    """(our param path, HF name, transform from the HF array to ours) for every parameter."""
+    """(our param path, HF names, transform from the HF arrays to ours) for every parameter."""
     n = NAMINGS[naming]
     d, h, k, hd = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    out = [(("embed",), _name(n, "embed"), lambda w: w)]
+
+    def qkv(wq, wk, wv):  # `fuse_qkv` in numpy: the host copy is placed sharded by `put`
+        q = wq.T.reshape(d, k, h // k, hd)
+        return np.concatenate([q, wk.T.reshape(d, k, 1, hd), wv.T.reshape(d, k, 1, hd)], 2)
+
+    out = [(("embed",), [_name(n, "embed")], lambda w: w)]
     for i in range(cfg.n_layers):
         b = ("blocks", i)
         out += [
-            (b + ("attn", "wq"), _name(n, "q", i), lambda w: w.T.reshape(d, h, hd)),
-            (b + ("attn", "wk"), _name(n, "k", i), lambda w: w.T.reshape(d, k, hd)),
-            (b + ("attn", "wv"), _name(n, "v", i), lambda w: w.T.reshape(d, k, hd)),
-            (b + ("attn", "wo"), _name(n, "o", i), lambda w: w.T.reshape(h, hd, d)),
-            (b + ("mlp", "w_gate"), _name(n, "gate", i), lambda w: w.T),
-            (b + ("mlp", "w_up"), _name(n, "up", i), lambda w: w.T),
-            (b + ("mlp", "w_down"), _name(n, "down", i), lambda w: w.T),
-            (b + ("attn_norm", "scale"), _name(n, "attn_norm", i), lambda w: w),
-            (b + ("mlp_norm", "scale"), _name(n, "mlp_norm", i), lambda w: w),
+            (b + ("attn", "wqkv"), [_name(n, x, i) for x in "qkv"], qkv),
+            (b + ("attn", "wo"), [_name(n, "o", i)], lambda w: w.T.reshape(h, hd, d)),
+            (
+                b + ("mlp", "w_gate_up"),
+                [_name(n, "gate", i), _name(n, "up", i)],
+                lambda g, u: np.stack([g.T, u.T], 1),
+            ),
+            (b + ("mlp", "w_down"), [_name(n, "down", i)], lambda w: w.T),
+            (b + ("attn_norm", "scale"), [_name(n, "attn_norm", i)], lambda w: w),
+            (b + ("mlp_norm", "scale"), [_name(n, "mlp_norm", i)], lambda w: w),
         ]
-    out.append((("final_norm", "scale"), _name(n, "final_norm"), lambda w: w))
+    out.append((("final_norm", "scale"), [_name(n, "final_norm")], lambda w: w))
     if not cfg.tie_embeddings:
-        out.append((("unembed",), _name(n, "unembed"), lambda w: w.T))
+        out.append((("unembed",), [_name(n, "unembed")], lambda w: w.T))
     return out
 
 
@@ -162,20 +170,29 @@ def load_hf_checkpoint(
     graphdef, state = nnx.split(abstract)
     pd = as_dtype(cfg.param_dtype)
     flat = dict(nnx.to_flat_state(state))
-    for our, hf, fn in _mapping(cfg, naming):
-        if hf not in index:
-            raise KeyError(
-                f"checkpoint {path!r} has no tensor {hf!r} (for {'.'.join(map(str, our))})"
-            )
-        with safe_open(index[hf], framework="numpy") as fh:
-            w = fh.get_tensor(hf)
-        w = fn(np.asarray(w, np.float32) if w.dtype.kind == "V" else w)
+    for our, hfs, fn in _mapping(cfg, naming):
+        ws = []
+        for hf in hfs:
+            if hf not in index:
+                raise KeyError(
+                    f"checkpoint {path!r} has no tensor {hf!r} (for {'.'.join(map(str, our))})"
+                )
+            with safe_open(index[hf], framework="numpy") as fh:
+                w = fh.get_tensor(hf)
+            ws.append(np.asarray(w, np.float32) if w.dtype.kind == "V" else w)
+        try:
+            w = fn(*ws)
+        except (ValueError, TypeError) as e:  # a reshape that cannot fit: wrong architecture
+            shapes = ", ".join(f"{hf} {tuple(x.shape)}" for hf, x in zip(hfs, ws, strict=True))
+            raise ValueError(
+                f"tensor(s) {shapes} do not fit {'.'.join(map(str, our))} of this config ({e})"
+            ) from e
         var = flat[our]
         want = tuple(var.get_value().shape)
         if tuple(w.shape) != want:
             raise ValueError(
-                f"tensor {hf!r} has shape {tuple(w.shape)} after mapping, "
-                f"expected {want} for {'.'.join(map(str, our))}"
+                f"tensor(s) {', '.join(map(repr, hfs))} have shape {tuple(w.shape)} after "
+                f"mapping, expected {want} for {'.'.join(map(str, our))}"
             )
         arr = put(our, jnp.asarray(w, pd), var) if put is not None else jnp.asarray(w, pd)
         var.set_value(arr)
@@ -186,18 +203,21 @@ def export_hf(model: Transformer, naming: str = "llama") -> dict[str, np.ndarray
     """Our parameters under HF names (the inverse of the mapping; used by tests and export)."""
     cfg = model.cfg
     flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-    out = {}
-    probe_inv = {
-        "wq": lambda w: w.reshape(cfg.d_model, -1).T,
-        "wk": lambda w: w.reshape(cfg.d_model, -1).T,
-        "wv": lambda w: w.reshape(cfg.d_model, -1).T,
-        "wo": lambda w: w.reshape(-1, cfg.d_model).T,
-        "w_gate": lambda w: w.T,
-        "w_up": lambda w: w.T,
-        "w_down": lambda w: w.T,
-        "unembed": lambda w: w.T,
+    d = cfg.d_model
+
+    def qkv(w):
+        return [x.reshape(d, -1).T for x in split_qkv(w)]
+
+    inverse = {
+        "wqkv": qkv,
+        "wo": lambda w: [w.reshape(-1, d).T],
+        "w_gate_up": lambda w: [w[:, 0].T, w[:, 1].T],
+        "w_down": lambda w: [w.T],
+        "unembed": lambda w: [w.T],
     }
-    for our, hf, _ in _mapping(cfg, naming):
+    out = {}
+    for our, hfs, _ in _mapping(cfg, naming):
         w = np.asarray(flat[our].get_value(), np.float32)
-        out[hf] = np.ascontiguousarray(probe_inv.get(our[-1], lambda a: a)(w))
+        ws = inverse.get(our[-1], lambda a: [a])(w)
+        out.update({hf: np.ascontiguousarray(x) for hf, x in zip(hfs, ws, strict=True)})
     return out

@@ -123,6 +123,58 @@ class Adapter(nnx.Module):
         return self.adapt(out)
 
 
+# LoRA targets that are slices of a fused projection: (fused parameter, slice index).
+_FUSED_PARTS = {
+    "wq": ("wqkv", 0),
+    "wk": ("wqkv", 1),
+    "wv": ("wqkv", 2),
+    "w_gate": ("w_gate_up", 0),
+    "w_up": ("w_gate_up", 1),
+}
+
+
+class FusedLoRAWeight(nnx.Module):
+    """A fused projection (`wqkv` [D, K, H/K + 2, hd] or `w_gate_up` [D, 2, F]) read merged with
+    low-rank updates on some of its parts; drop-in for the Param like `LoRAWeight`.
+
+    Each targeted part (`wq`, `wv`, ...) has its own `nnx.LoRA` from D to the part's outputs, as
+    it had when the projections were separate parameters, so LoRA on wq and wv adapts the same
+    functions with the same initial draws.
+    """
+
+    def __init__(self, base: nnx.Param, scale: float):
+        self.base = base
+        self.scale = scale
+        self.parts: tuple[str, ...] = ()
+
+    def add(self, name: str, rank: int, *, rngs: nnx.Rngs) -> None:
+        shape = self.base.shape
+        if len(shape) == 4:  # wqkv: wq has K * H/K heads, wk and wv one per kv head
+            fan_out = shape[1] * shape[3] * ((shape[2] - 2) if name == "wq" else 1)
+        else:
+            fan_out = shape[2]
+        setattr(self, name, nnx.LoRA(shape[0], rank, fan_out, rngs=rngs))
+        self.parts = self.parts + (name,)
+
+    def _delta(self, name: str, shape) -> jax.Array:
+        if name not in self.parts:
+            return jnp.zeros(shape, jnp.float32)
+        lora = getattr(self, name)
+        return ((lora.lora_a[...] @ lora.lora_b[...]) * self.scale).reshape(shape)
+
+    def __getitem__(self, idx):
+        w = self.base[...]
+        if w.ndim == 4:
+            d, k, g2, hd = w.shape
+            q = self._delta("wq", (d, k, g2 - 2, hd))
+            kv = [self._delta(n, (d, k, 1, hd)) for n in ("wk", "wv")]
+            delta = jnp.concatenate([q, *kv], axis=2)
+        else:
+            d, _, f = w.shape
+            delta = jnp.stack([self._delta(n, (d, f)) for n in ("w_gate", "w_up")], axis=1)
+        return (w + delta.astype(w.dtype))[idx]
+
+
 def apply_lora(
     backbone: Transformer,
     rank: int = 8,
@@ -131,16 +183,29 @@ def apply_lora(
     *,
     rngs: nnx.Rngs,
 ) -> Transformer:
-    """Replaces the targeted projection weights of every block by `LoRAWeight` (in place)."""
+    """Puts LoRA on the targeted projections of every block (in place).
+
+    `wo` and `w_down` become `LoRAWeight`s; `wq`/`wk`/`wv` and `w_gate`/`w_up` are slices of the
+    fused `wqkv` and `w_gate_up`, which become `FusedLoRAWeight`s holding one LoRA per target
+    (created in the order of `targets`, as the unfused model created them).
+    """
     unknown = set(targets) - set(LORA_TARGETS)
     if unknown:
         raise ValueError(f"unknown LoRA target(s) {sorted(unknown)}; expected {LORA_TARGETS}")
     alpha = float(rank if alpha is None else alpha)
     for block in backbone.blocks:
         for name in targets:
-            parent = block.attn if name in ("wq", "wk", "wv", "wo") else block.mlp
-            n_in = 2 if name == "wo" else 1
-            setattr(parent, name, LoRAWeight(getattr(parent, name), n_in, rank, alpha, rngs=rngs))
+            fused = _FUSED_PARTS.get(name, (name,))[0]
+            parent = block.attn if fused in ("wqkv", "wo") else block.mlp
+            w = getattr(parent, fused)
+            if fused == name:
+                n_in = 2 if name == "wo" else 1
+                setattr(parent, name, LoRAWeight(w, n_in, rank, alpha, rngs=rngs))
+                continue
+            if not isinstance(w, FusedLoRAWeight):
+                w = FusedLoRAWeight(w, alpha / rank)
+                setattr(parent, fused, w)
+            w.add(name, rank, rngs=rngs)
     return backbone
 
 

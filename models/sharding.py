@@ -30,6 +30,7 @@ LOGICAL_RULES: dict[str, str | tuple[str, ...] | None] = {
     "kv": None,
     "vocab": "tensor",
     "layers": None,
+    "fused": None,  # the stacked q/k/v or gate/up slices of a fused projection
 }
 
 

@@ -2,8 +2,15 @@
 
 One network serves every method: `causal=True` for autoregressive LMs (with a KV cache for
 decoding) and `causal=False` for masked-diffusion LMs and encoders. Every parameter carries logical
-axis names (`embed`, `mlp`, `heads`, `kv`, `vocab`); activations are constrained by logical names
-through `models.sharding.constrain`, which is a no-op outside a mesh.
+axis names (`embed`, `mlp`, `heads`, `kv`, `vocab`, `fused`); activations are constrained by
+logical names through `models.sharding.constrain`, which is a no-op outside a mesh.
+
+The Q/K/V projections are one parameter `wqkv` [D, K, H/K + 2, hd] and the SwiGLU gate/up
+projections one `w_gate_up` [D, 2, F] (one matmul each instead of three and two). They are
+initialised from the same random draws as the separate projections were, so a seed gives the same
+network as before the fusion; `models.layout.fuse_projections` converts parameter trees with
+separate `wq`/`wk`/`wv`/`w_gate`/`w_up`. Attention without a cache builds its score mask inside
+each layer from the [B, S] key validity and iotas, so no [B, T, S] mask is materialised.
 
 At scale two config options matter: `scan_layers` stores the blocks stacked on a leading `layers`
 axis and runs them under `jax.lax.scan` (one compiled block instead of n_layers copies), and
@@ -97,12 +104,17 @@ class TransformerOutput(NamedTuple):
     cache: dict | None
 
 
-def _param(rngs: nnx.Rngs, shape, dtype, fan_in_axes, names) -> nnx.Param:
-    """A fan-in-scaled parameter tagged with logical axis names."""
+def _init(rngs: nnx.Rngs, shape, dtype, fan_in_axes) -> jax.Array:
+    """A fan-in-scaled truncated-normal draw (one `rngs.params()` key)."""
     init = nnx.initializers.variance_scaling(
         1.0, "fan_in", "truncated_normal", in_axis=fan_in_axes, out_axis=-1
     )
-    return nnx.Param(init(rngs.params(), shape, dtype), out_sharding=names)
+    return init(rngs.params(), shape, dtype)
+
+
+def _param(rngs: nnx.Rngs, shape, dtype, fan_in_axes, names) -> nnx.Param:
+    """A fan-in-scaled parameter tagged with logical axis names."""
+    return nnx.Param(_init(rngs, shape, dtype, fan_in_axes), out_sharding=names)
 
 
 class RMSNorm(nnx.Module):
@@ -117,36 +129,80 @@ class RMSNorm(nnx.Module):
         return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
 
 
-def rope(x_bthd: jax.Array, positions_bt: jax.Array, theta: float) -> jax.Array:
-    """Rotary position embedding (rotate-half convention, as in Llama/LLaDA)."""
-    hd = x_bthd.shape[-1]
+def rope(x: jax.Array, positions_bt: jax.Array, theta: float) -> jax.Array:
+    """Rotary position embedding (rotate-half convention, as in Llama/LLaDA).
+
+    `x` is [B, T, ..., hd]: any head axes between the length and the feature axis share the angle.
+    """
+    hd = x.shape[-1]
     freq = theta ** (-jnp.arange(0, hd // 2, dtype=jnp.float32) * 2.0 / hd)
     ang = positions_bt.astype(jnp.float32)[..., None] * freq  # [B, T, hd/2]
-    sin, cos = jnp.sin(ang)[:, :, None, :], jnp.cos(ang)[:, :, None, :]
-    x1, x2 = jnp.split(x_bthd.astype(jnp.float32), 2, axis=-1)
+    ang = ang.reshape(ang.shape[:2] + (1,) * (x.ndim - 3) + ang.shape[-1:])
+    sin, cos = jnp.sin(ang), jnp.cos(ang)
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    return out.astype(x_bthd.dtype)
+    return out.astype(x.dtype)
+
+
+def fuse_qkv(wq: jax.Array, wk: jax.Array, wv: jax.Array) -> jax.Array:
+    """Separate projections [..., D, H, hd], [..., D, K, hd] x2 -> fused [..., D, K, H/K + 2, hd].
+
+    Each kv head's slice holds its H/K query heads, then its key, then its value, so sharding the
+    kv-head axis keeps every query head with the key and value it attends with. Query head n
+    belongs to kv head n // (H/K), as in `jax.nn.dot_product_attention`.
+    """
+    *lead, d, h, hd = wq.shape
+    k = wk.shape[-2]
+    q = wq.reshape(*lead, d, k, h // k, hd)
+    return jnp.concatenate([q, wk[..., None, :], wv[..., None, :]], axis=-2)
+
+
+def split_qkv(wqkv: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The inverse of `fuse_qkv`: (wq [..., D, H, hd], wk [..., D, K, hd], wv [..., D, K, hd])."""
+    *lead, d, k, g2, hd = wqkv.shape
+    wq = wqkv[..., : g2 - 2, :].reshape(*lead, d, k * (g2 - 2), hd)
+    return wq, wqkv[..., g2 - 2, :], wqkv[..., g2 - 1, :]
+
+
+def _score_mask(valid_bs: jax.Array, empty_bt: jax.Array, causal: bool) -> jax.Array:
+    """[B, 1, T, S] score mask from key validity and the rows that see no valid key.
+
+    Built inside each attention call from two vectors and iotas, so XLA fuses it into the score
+    masking instead of reading a materialised [B, T, S] mask. A row without any valid key (left
+    padding under a causal mask) sees every slot, as it always has: changing that would change
+    the logit at the last padded position, which predicts the first real token.
+    """
+    t, s = empty_bt.shape[1], valid_bs.shape[1]
+    m = valid_bs[:, None, None, :]
+    if causal:
+        m = m & (jnp.arange(s)[None, :] <= jnp.arange(t)[:, None])[None, None]
+    return m | empty_bt[:, None, :, None]
 
 
 class Attention(nnx.Module):
+    """Grouped-query attention with one fused Q/K/V projection `wqkv` [D, K, H/K + 2, hd]."""
+
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         pd, dt = as_dtype(cfg.param_dtype), as_dtype(cfg.dtype)
         h, k, hd, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_model
-        mk = lambda shape, in_axes, names: _param(rngs, shape, pd, in_axes, names)
-        self.wq = mk((d, h, hd), 0, ("embed", "heads", "kv"))
-        self.wk = mk((d, k, hd), 0, ("embed", "heads", "kv"))
-        self.wv = mk((d, k, hd), 0, ("embed", "heads", "kv"))
-        self.wo = mk((h, hd, d), (0, 1), ("heads", "kv", "embed"))
+        # The three draws of the unfused model (same keys, order and fan-in), fused: a seed gives
+        # the same function as before the fusion.
+        wq, wk, wv = (_init(rngs, (d, n, hd), pd, 0) for n in (h, k, k))
+        self.wqkv = nnx.Param(fuse_qkv(wq, wk, wv), out_sharding=("embed", "heads", "fused", "kv"))
+        self.wo = _param(rngs, (h, hd, d), pd, (0, 1), ("heads", "kv", "embed"))
         self.dtype = dt
 
-    def __call__(self, x_btd, positions_bt, mask_bqk, layer_cache, cache_index):
+    def __call__(self, x_btd, positions_bt, mask, layer_cache, cache_index):
+        """`mask`: without a cache, (key validity [B, S], no-visible-key rows [B, T]) from which
+        each layer's score mask is built; with one, the full [B, T, S] mask over the slots."""
         cfg, dt = self.cfg, self.dtype
-        q = jnp.einsum("btd,dhk->bthk", x_btd, self.wq[...].astype(dt))
-        k = jnp.einsum("btd,dhk->bthk", x_btd, self.wk[...].astype(dt))
-        v = jnp.einsum("btd,dhk->bthk", x_btd, self.wv[...].astype(dt))
-        q = rope(q, positions_bt, cfg.rope_theta)
-        k = rope(k, positions_bt, cfg.rope_theta)
+        b, t = x_btd.shape[:2]
+        g = cfg.n_heads // cfg.n_kv_heads
+        qkv = jnp.einsum("btd,dkgh->btkgh", x_btd, self.wqkv[...].astype(dt))
+        qk = rope(qkv[..., : g + 1, :], positions_bt, cfg.rope_theta)  # one pass for q and k
+        q = qk[..., :g, :].reshape(b, t, cfg.n_heads, cfg.head_dim)
+        k, v = qk[..., g, :], qkv[..., g + 1, :]
         q = constrain(q, ("batch", "length", "heads", "kv"))
         new_cache = None
         if layer_cache is not None:
@@ -158,25 +214,28 @@ class Attention(nnx.Module):
             )
             new_cache = {"k": ck, "v": cv}
             k, v = ck.astype(dt), cv.astype(dt)
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask_bqk[:, None, :, :])
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, :, :])
+        else:
+            out = jax.nn.dot_product_attention(q, k, v, mask=_score_mask(*mask, cfg.causal))
         out = constrain(out, ("batch", "length", "heads", "kv"))
         return jnp.einsum("bthk,hkd->btd", out, self.wo[...].astype(dt)), new_cache
 
 
 class MLP(nnx.Module):
+    """SwiGLU with one fused gate/up projection `w_gate_up` [D, 2, F] (gate, up)."""
+
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
         pd = as_dtype(cfg.param_dtype)
         d, f = cfg.d_model, cfg.d_ff
-        self.w_gate = _param(rngs, (d, f), pd, 0, ("embed", "mlp"))
-        self.w_up = _param(rngs, (d, f), pd, 0, ("embed", "mlp"))
+        gate, up = _init(rngs, (d, f), pd, 0), _init(rngs, (d, f), pd, 0)  # the unfused draws
+        self.w_gate_up = nnx.Param(jnp.stack([gate, up], 1), out_sharding=("embed", "fused", "mlp"))
         self.w_down = _param(rngs, (f, d), pd, 0, ("mlp", "embed"))
         self.dtype = as_dtype(cfg.dtype)
 
     def __call__(self, x_btd):
         dt = self.dtype
-        g = x_btd @ self.w_gate[...].astype(dt)
-        u = x_btd @ self.w_up[...].astype(dt)
-        h = constrain(jax.nn.silu(g) * u, ("batch", "length", "mlp"))
+        gu = jnp.einsum("btd,dcf->btcf", x_btd, self.w_gate_up[...].astype(dt))
+        h = constrain(jax.nn.silu(gu[..., 0, :]) * gu[..., 1, :], ("batch", "length", "mlp"))
         return h @ self.w_down[...].astype(dt)
 
 
@@ -280,7 +339,6 @@ class Transformer(nnx.Module):
             if positions_bt is None:
                 positions_bt = jnp.maximum(jnp.cumsum(mask_bt, axis=1) - 1, 0)
             key_valid = mask_bt
-            q_slot = k_slot = jnp.arange(t)
             index = 0
         else:
             index = cache["index"]
@@ -290,11 +348,20 @@ class Transformer(nnx.Module):
                 positions_bt = prev + jnp.maximum(jnp.cumsum(mask_bt, axis=1) - 1, 0)
             q_slot = index + jnp.arange(t)
             k_slot = jnp.arange(key_valid.shape[1])
-        attn_mask = jnp.broadcast_to(key_valid[:, None, :], (b, t, key_valid.shape[1]))
-        if cfg.causal:
-            attn_mask = attn_mask & (k_slot[None, None, :] <= q_slot[None, :, None])
-        # A padded query row with no valid key would give NaNs; let it see itself-free uniform mix.
-        attn_mask = attn_mask | ~jnp.any(attn_mask, axis=-1, keepdims=True)
+        if cache is None:
+            # Rows with no valid key at or before them (at all, bidirectionally).
+            seen = (
+                jnp.cumsum(key_valid, axis=1)
+                if cfg.causal
+                else jnp.sum(key_valid, axis=1, keepdims=True)
+            )
+            attn_mask = (key_valid, jnp.broadcast_to(seen == 0, (b, t)))
+        else:
+            attn_mask = jnp.broadcast_to(key_valid[:, None, :], (b, t, key_valid.shape[1]))
+            if cfg.causal:
+                attn_mask = attn_mask & (k_slot[None, None, :] <= q_slot[None, :, None])
+            # A padded query row with no valid key would give NaNs; let it mix every slot.
+            attn_mask = attn_mask | ~jnp.any(attn_mask, axis=-1, keepdims=True)
 
         if embeddings_btd is None:
             x = jnp.take(self.embed[...], tokens_bt, axis=0).astype(self.dtype)

@@ -27,6 +27,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from models.errors import UserError
+from models.layout import has_unfused_projections
 from train.fingerprint import fingerprint
 
 _META = ("_fingerprint", "_metrics", "_log_offset")  # reserved keys in the stored extra dict
@@ -199,6 +200,13 @@ class Checkpointer:
             stored = _float_shapes(meta)
         except Exception:  # unreadable metadata: the restore below reports it
             return
+        if has_unfused_projections(meta) and not has_unfused_projections(abstract):
+            raise CheckpointError(
+                f"checkpoint step {step} ({self._step_dir(step)}) has separate q/k/v or gate/up "
+                "projections (wq/wk/wv, w_gate/w_up), written before they were fused into "
+                "wqkv and w_gate_up; convert its trees with models.layout.fuse_projections "
+                "(the same numbers, rearranged) and save them again"
+            )
         if stored != _float_shapes(abstract):
             raise CheckpointError(
                 f"checkpoint step {step} ({self._step_dir(step)}) does not match this run "

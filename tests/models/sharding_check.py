@@ -55,7 +55,9 @@ def main():
                     make_ar_loss(graphdef), tx, state_sharding=ss, batch_sharding=bs, donate=False
                 )
                 new, m = step(st, b)
-                spec = str(new.params["policy"]["blocks"][0]["mlp"]["w_gate"].value.sharding.spec)
+                spec = str(
+                    new.params["policy"]["blocks"][0]["mlp"]["w_gate_up"].value.sharding.spec
+                )
         grads = jax.tree.map(lambda a, b: a - np.asarray(b), old, new.params)
         return float(m["train/loss"]), grads, (spec if mesh_shape else "")
 

@@ -76,17 +76,22 @@ def test_trainable_counts_match_closed_forms():
 
 
 def test_lora_weight_is_merged_low_rank_update():
+    from models.transformer import split_qkv
+
     model = _model("lora", lora_alpha=4.0)
-    wq = model.backbone.blocks[0].attn.wq
-    a = jax.random.normal(jax.random.key(0), wq.lora.lora_a.shape)
-    b = jax.random.normal(jax.random.key(1), wq.lora.lora_b.shape)
-    wq.lora.lora_a[...] = a
-    wq.lora.lora_b[...] = b
-    want = np.asarray(wq.base[...]) + (np.asarray(a) @ np.asarray(b) * 4.0 / 2).reshape(
-        wq.base.shape
-    )
-    np.testing.assert_allclose(np.asarray(wq[...]), want, rtol=1e-5, atol=1e-5)
-    assert isinstance(wq.lora.lora_a, nnx.LoRAParam)
+    w = model.backbone.blocks[0].attn.wqkv  # LoRA on the wq and wv slices of the fused weight
+    assert w.parts == ("wq", "wv")
+    a = jax.random.normal(jax.random.key(0), w.wq.lora_a.shape)
+    b = jax.random.normal(jax.random.key(1), w.wq.lora_b.shape)
+    w.wq.lora_a[...] = a
+    w.wq.lora_b[...] = b
+    base_q, base_k, base_v = split_qkv(np.asarray(w.base[...]))
+    got_q, got_k, got_v = split_qkv(np.asarray(w[...]))
+    want = base_q + (np.asarray(a) @ np.asarray(b) * 4.0 / 2).reshape(base_q.shape)
+    np.testing.assert_allclose(got_q, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got_k, base_k)
+    np.testing.assert_array_equal(got_v, base_v)  # B = 0 at init
+    assert isinstance(w.wq.lora_a, nnx.LoRAParam)
 
 
 @pytest.mark.parametrize("method", peft.METHODS)

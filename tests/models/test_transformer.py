@@ -1,4 +1,8 @@
-"""Transformer: KV-cache decoding equals recomputation, padding invariance, hidden states, names."""
+"""Transformer: KV-cache decoding equals recomputation, padding invariance, hidden states, names,
+and the fused projections reproduce the pre-fusion model (same seed, same numbers)."""
+
+import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -136,8 +140,8 @@ def test_scanned_kv_cache_and_round_trip():
     with pytest.raises(ValueError, match="already in the scanned layout"):
         to_scanned(to_scanned(pure))
     # Sharding metadata gains the leading `layers` axis.
-    names = nnx.state(ms, nnx.Param)["blocks"]["mlp"]["w_gate"].get_metadata()["out_sharding"]
-    assert tuple(names) == ("layers", "embed", "mlp")
+    names = nnx.state(ms, nnx.Param)["blocks"]["mlp"]["w_gate_up"].get_metadata()["out_sharding"]
+    assert tuple(names) == ("layers", "embed", "fused", "mlp")
 
 
 def test_remat_keeps_unscanned_grads_and_bad_policy_is_named():
@@ -155,3 +159,113 @@ def test_remat_keeps_unscanned_grads_and_bad_policy_is_named():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="remat"):
         dataclasses.replace(CFG, remat="sometimes")
+
+
+# Outputs of the pre-fusion model (separate wq/wk/wv, w_gate/w_up, a materialised [B, T, S] mask)
+# for the same seeds, written by tests/models/data/make_pre_fusion_ref.py at main @ 63c9429.
+_REF = os.path.join(os.path.dirname(__file__), "data", "transformer_pre_fusion.npz")
+_REF_CFG = TransformerConfig(
+    vocab_size=37, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48
+)
+_REF_CASES = {
+    "causal": dict(causal=True),
+    "bidir": dict(causal=False),
+    "causal_scan": dict(causal=True, scan_layers=True),
+    "bidir_scan_remat": dict(causal=False, scan_layers=True, remat="full"),
+    "tied_mha": dict(causal=True, n_kv_heads=4, tie_embeddings=True),
+}
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return dict(np.load(_REF))
+
+
+def _ref_tree(ref, kind):
+    tree = {}
+    for key, v in ref.items():
+        if key.startswith(f"causal/{kind}/"):
+            node, path = tree, key.split("/")[2:]
+            for p in path[:-1]:
+                node = node.setdefault(int(p) if p.isdigit() else p, {})
+            node[path[-1]] = v
+    return tree
+
+
+@pytest.mark.parametrize("case", list(_REF_CASES))
+def test_fused_model_reproduces_pre_fusion_outputs(ref, case):
+    """Same seed, same function: logits and hidden states at every position (padded rows too:
+    the logit at the last left-padded position predicts the first real token) equal the
+    pre-fusion model's."""
+    m = Transformer(dataclasses.replace(_REF_CFG, **_REF_CASES[case]), rngs=nnx.Rngs(3))
+    for name in ("left", "right"):
+        mask = ref[f"mask_{name}"]
+        out = m(jnp.asarray(ref["tokens"]), mask_bt=jnp.asarray(mask), return_hidden=True)
+        np.testing.assert_allclose(
+            np.asarray(out.logits), ref[f"{case}/logits_{name}"], atol=2e-5, rtol=1e-5
+        )
+        if f"{case}/hidden_{name}" in ref:
+            np.testing.assert_allclose(
+                np.asarray(out.hidden), ref[f"{case}/hidden_{name}"], atol=2e-5
+            )
+
+
+def test_fused_params_are_the_unfused_draws_and_grads_match(ref):
+    """wqkv / w_gate_up hold exactly the separate initialisers' draws; gradients agree too."""
+    from models.layout import fuse_projections, split_projections
+
+    m = Transformer(_REF_CFG, rngs=nnx.Rngs(3))
+    gd, params = nnx.split(m, nnx.Param)
+    got = split_projections(nnx.to_pure_dict(params))
+    want = _ref_tree(ref, "param")
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), b)  # bit-identical, not just close
+    toks, mask = jnp.asarray(ref["tokens"]), jnp.asarray(ref["mask_left"])
+
+    def loss(p):
+        lp = jax.nn.log_softmax(nnx.merge(gd, p)(toks, mask_bt=mask).logits)[:, :-1]
+        return -jnp.sum(jnp.take_along_axis(lp, toks[:, 1:, None], -1) * mask[:, 1:, None])
+
+    g = split_projections(nnx.to_pure_dict(jax.grad(loss)(params)))
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(_ref_tree(ref, "grad")), strict=True):
+        np.testing.assert_allclose(np.asarray(a), b, atol=2e-5, rtol=1e-4)
+    # A parameter tree saved before the fusion converts and gives the same model.
+    other = Transformer(_REF_CFG, rngs=nnx.Rngs(0))
+    st = nnx.state(other, nnx.Param)
+    nnx.replace_by_pure_dict(st, fuse_projections(want))
+    nnx.update(other, st)
+    np.testing.assert_array_equal(
+        np.asarray(other(toks, mask_bt=mask).logits), np.asarray(m(toks, mask_bt=mask).logits)
+    )
+
+
+def test_fused_kv_cache_decoding_reproduces_pre_fusion(ref):
+    m = Transformer(_REF_CFG, rngs=nnx.Rngs(3))
+    toks, mask = jnp.asarray(ref["tokens"]), jnp.asarray(ref["mask_left"])
+    out = m(toks[:, :4], mask_bt=mask[:, :4], cache=m.init_cache(2, 12))
+    steps, cache = [out.logits], out.cache
+    for i in range(4, 9):
+        out = m(toks[:, i : i + 1], cache=cache)
+        cache = out.cache
+        steps.append(out.logits)
+    got = np.asarray(jnp.concatenate(steps, 1))
+    np.testing.assert_allclose(got, ref["causal/decode_logits"], atol=2e-5)
+
+
+def test_fuse_split_round_trip_in_both_layer_layouts():
+    from models.layout import fuse_projections, has_unfused_projections, split_projections
+
+    m = _model()
+    pure = nnx.to_pure_dict(nnx.state(m, nnx.Param))
+    for tree in (pure, _scanned_pure(pure)):
+        sep = split_projections(tree)
+        assert has_unfused_projections(sep) and not has_unfused_projections(tree)
+        back = fuse_projections(sep)
+        assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), back, tree))
+
+
+def _scanned_pure(pure):
+    from models.layout import to_scanned
+
+    return to_scanned(pure)

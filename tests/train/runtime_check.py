@@ -33,7 +33,7 @@ def sharding():
     tx = make_optimizer(dict(c.optim))
     _, init = make_lm_init(c, 40, tx, causal=True, max_len=64, seed=0)
     state = rt.create_state(init)
-    w = state.params["policy"]["blocks"][0]["mlp"]["w_gate"].get_value()
+    w = state.params["policy"]["blocks"][0]["mlp"]["w_gate_up"].get_value()
     mu = state.opt_state
     return {
         "devices": jax.device_count(),

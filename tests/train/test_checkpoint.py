@@ -120,3 +120,22 @@ def test_fingerprint_sees_one_flipped_bit_and_names_non_finite_leaves():
     assert fingerprint({**tree, "a": jnp.asarray(swapped)})["sha256"] != base["sha256"]
     bad = fingerprint({**tree, "a": jnp.asarray(w).at[0].set(jnp.nan)})
     assert bad["nonfinite"] == ["['a']"]
+
+
+def test_pre_fusion_checkpoint_is_refused_naming_the_converter(tmp_path):
+    """A checkpoint with separate wq/wk/wv (written before the fusion) names `fuse_projections`;
+    converted with it, the same trees restore."""
+    from models.layout import fuse_projections
+
+    d, h, k, hd = 4, 2, 1, 2
+    old = {"attn": {n: jnp.ones((d, m, hd)) for n, m in (("wq", h), ("wk", k), ("wv", k))}}
+
+    def state(params):
+        return TrainState.create({"policy": params}, optax.sgd(1e-3), jax.random.key(0))
+
+    ck = Checkpointer(str(tmp_path / "ckpt"), async_save=False)
+    ck.save(1, state(old), {})
+    ck.wait()
+    with pytest.raises(CheckpointError, match="fused into wqkv.*models.layout.fuse_projections"):
+        ck.restore(state(fuse_projections(old)))
+    assert fuse_projections(old)["attn"]["wqkv"].shape == (d, k, h // k + 2, hd)

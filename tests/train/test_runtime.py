@@ -113,9 +113,9 @@ def test_dry_run_for_sft_tiny_prints_the_plan_and_writes_nothing(tmp_path):
     want = TransformerConfig.from_config(sft.get_config("tiny").model, vocab_size=vocab)
     assert int(_field(text, "parameters").replace(",", "")) == want.num_params()
     assert "temporaries" in _field(text, "compiled step/device")
-    # d_model 32 over fsdp=2, d_ff 64 over tensor=2: each device holds a [16, 32] shard.
-    row = next(ln for ln in text.splitlines() if "['mlp']['w_gate']" in ln)
-    assert "P('fsdp', 'tensor')" in row and row.rstrip().endswith("(16, 32)"), row
+    # d_model 32 over fsdp=2, d_ff 64 over tensor=2: each device holds a [16, 2, 32] shard.
+    row = next(ln for ln in text.splitlines() if "['mlp']['w_gate_up']" in ln)
+    assert "P('fsdp', None, 'tensor')" in row and row.rstrip().endswith("(16, 2, 32)"), row
     assert not w.exists()
 
 
@@ -128,7 +128,7 @@ def test_dry_run_llada8b_from_shapes_only():
         devices=8,
     )
     assert _field(text, "parameters") == "8,015,581,184"
-    assert "P(None, 'fsdp', 'tensor')" in text  # stacked w_gate: layers, embed, mlp
+    assert "P(None, 'fsdp', None, 'tensor')" in text  # stacked w_gate_up: layers, embed, -, mlp
     assert _field(text, "peak estimate/device").endswith(")")
 
 
@@ -149,7 +149,7 @@ def _check(mode: str) -> dict:
 def test_state_is_created_sharded_on_eight_devices():
     r = _check("sharding")
     assert r["devices"] == 8 and r["n_shards"] == 8
-    assert r["spec"] == "P('fsdp', 'tensor')" and r["shard"] == [16, 32]  # of [32, 64]
+    assert r["spec"] == "P('fsdp', None, 'tensor')" and r["shard"] == [16, 2, 32]  # of [32, 2, 64]
     assert "P('fsdp', 'tensor')" in r["opt_specs"]  # Adam moments follow the parameters
 
 
