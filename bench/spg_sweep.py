@@ -1,11 +1,12 @@
 """The issue-12 sweep for `configs/spg.py`: which settings make SPG's signal beat the drift.
 
 Every cell is one `rl.run_spg.run` from ONE shared warm start (`--sft_steps` MDLM steps, seed
-`--seed`, cached in `bench/results/spg_runs/sweep/sft<N>_seed<k>` and symlinked into each cell),
-with config overrides given as `name=field=value;field=value`. A cell with a `result.json` is read
-back, so an interrupted sweep resumes. Reported per cell: warm-start and final held-out greedy
-accuracy at the training length on unseen grids, the paired change with its 95% bootstrap
-interval over prompts, sampled pass@1 and train-grid changes, and the cell's wall time.
+`--seed`, cached in `bench/results/spg_runs/sweep_subs/sft<N>_seed<k>_<task>` and symlinked into
+each cell), with config overrides given as `name=field=value;field=value`. A cell with a
+`result.json` is read back, so an interrupted sweep resumes. Reported per cell: warm-start and
+final held-out greedy accuracy at the training length on unseen grids, the paired change with its
+95% bootstrap interval over prompts, sampled pass@1 and train-grid changes, and the cell's wall
+time.
 
   python -m bench.spg_sweep --cells='lr1e-4=rl_optim.lr=1e-4' --cells='kl=rl.ref_kl=0.05' \
       [--sft_steps=300] [--seed=0] [--steps=60] [--out=spg_sweep] [--report_only]
@@ -162,7 +163,9 @@ def main():
     from configs import spg as spg_config
 
     gen_len = spg_config.get_config(args.variant or None).rl.gen_len
-    root = os.path.join(RESULTS, "spg_runs", "sweep")
+    # Post-SUBS (63c9429) caches: a warm start trained before the likelihood dropped the mask
+    # token is a different model, so it must not be reused.
+    root = os.path.join(RESULTS, "spg_runs", "sweep_subs")
     if args.compare:
         seeds = [int(x) for x in args.seeds.split(",")]
         kw = dict(variant=args.variant, sft_steps=args.sft_steps, root=root, gen_len=gen_len)

@@ -4,13 +4,13 @@ throughput benchmark.
 Table: SPG-Mix, SPG-EUBO, SPG-ELBO, D1 (diffu-GRPO) and WD1 on 4x4 Sudoku and 3-number Countdown
 (compact format, the `configs/spg.py` model), >= 3 seeds each, equal compute (same warm start per
 (task, seed), same RL steps, prompts, group size, µ and generation budget). Each cell is one
-`rl.run_spg.run` in `bench/results/spg_runs/steps<N>/<task>/<method>/seed<k>` and is cached: a
-cell with a `result.json` is read back, an interrupted one resumes from its checkpoint. The SFT
-warm start of (task, seed) runs once (`spg_runs/<task>/sft_seed<k>`) and is shared by every
-method through a symlink. The caches are keyed by path only: delete them after changing
-`configs/spg.py`. Reported: held-out greedy accuracy at the training generation length (Sudoku:
-pooled cell accuracy) after RL, mean ± std over the finished seeds, the paired change per seed,
-and the warm-start value.
+`rl.run_spg.run` in `bench/results/spg_runs/table_subs/steps<N>/<task>/<method>/seed<k>` and is
+cached: a cell with a `result.json` is read back, an interrupted one resumes from its checkpoint.
+The SFT warm start of (task, seed) runs once (`spg_runs/table_subs/<task>/sft_seed<k>`) and is
+shared by every method through a symlink. The caches are keyed by path only: delete them after
+changing `configs/spg.py`. Reported: held-out greedy accuracy at the training generation length
+(Sudoku: pooled cell accuracy) after RL, mean ± std over the finished seeds, the paired change per
+seed, and the warm-start value.
 
   python -m bench.spg_table [--tasks=sudoku4,countdown] [--seeds=3] [--rl_steps=N]
                             [--budget_min=M] [--methods=SPG-Mix,D1] [--out=NAME] [--sampler]
@@ -223,7 +223,8 @@ def main():
 
     tasks = args.tasks.split(",")
     gen_lens = {t: spg_config.get_config(f"task={t}").rl.gen_len for t in tasks}
-    root = os.path.join(RESULTS, "spg_runs")
+    # Post-SUBS (63c9429) caches only: older warm starts and cells are different models.
+    root = os.path.join(RESULTS, "spg_runs", "table_subs")
     results: dict = {}
     t0 = time.time()
     skipped = []
