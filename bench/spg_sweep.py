@@ -78,9 +78,11 @@ def run_cell(name, overrides, *, variant, seed, sft_steps, steps, root, report_o
     link = os.path.join(wd, "sft")
     if not os.path.exists(link):
         os.symlink(os.path.abspath(shared), link)
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     out = run(c, wd)
     out["wall_s"] = time.time() - t0
+    # CPU-seconds of this process (all threads): on a shared machine the wall time says little.
+    out["cpu_s"] = time.process_time() - c0
     out["load1"] = os.getloadavg()[0]
     out["overrides"] = overrides
     out["rl_steps"] = steps
@@ -107,6 +109,7 @@ def row_of(name: str, r: dict, gen_len: int) -> dict:
         "RL steps": r.get("rl_steps", "40"),
         "reward (last)": f"{r.get('rl/final_reward_mean', float('nan')):.3f}",
         "wall s": f"{r.get('wall_s', 0):.0f}",
+        "CPU s": f"{r.get('cpu_s', float('nan')):.0f}",
     }
 
 

@@ -67,9 +67,11 @@ def run_cell(task: str, method: str, seed: int, rl_steps: int | None, root: str)
     link = os.path.join(wd, "sft")
     if not os.path.exists(link):
         os.symlink(os.path.abspath(shared), link)
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     out = run(config, wd)
     out["wall_s"] = time.time() - t0
+    # CPU-seconds of this process (all threads): on a shared machine the wall time says little.
+    out["cpu_s"] = time.process_time() - c0
     with open(res_path, "w") as f:
         json.dump(out, f, indent=2, sort_keys=True)
     return out
