@@ -43,17 +43,21 @@ METHODS = {
 }
 
 
+def cell_dir(root: str, task: str, method: str, seed: int, rl_steps: int | None) -> str:
+    steps_dir = f"steps{rl_steps}" if rl_steps is not None else "steps_default"
+    return os.path.join(root, steps_dir, task, method, f"seed{seed}")
+
+
 def run_cell(task: str, method: str, seed: int, rl_steps: int | None, root: str) -> dict:
-    """Runs (or reads back) one cell; returns its result dict."""
+    """Runs (or reads back) one cell; returns its result dict (with its `seed`)."""
     from configs import spg as spg_config
     from rl.run_spg import run
 
-    steps_dir = f"steps{rl_steps}" if rl_steps is not None else "steps_default"
-    wd = os.path.join(root, steps_dir, task, method, f"seed{seed}")
+    wd = cell_dir(root, task, method, seed, rl_steps)
     res_path = os.path.join(wd, "result.json")
     if os.path.exists(res_path):
         with open(res_path) as f:
-            return json.load(f)
+            return {"seed": seed, **json.load(f)}
     variant, _, control = METHODS[method].partition(",control=")
     config = spg_config.get_config(f"task={task},seed={seed},{variant}")
     if control:
@@ -74,7 +78,7 @@ def run_cell(task: str, method: str, seed: int, rl_steps: int | None, root: str)
     out["cpu_s"] = time.process_time() - c0
     with open(res_path, "w") as f:
         json.dump(out, f, indent=2, sort_keys=True)
-    return out
+    return {"seed": seed, **out}
 
 
 def summarise(results: dict, tasks, gen_lens, methods=tuple(METHODS)) -> tuple[list[dict], str]:
@@ -125,10 +129,20 @@ def _intervals(results: dict, task: str, method: str, g: int) -> dict:
         f"{task} change per seed (95% CI over prompts)": "; ".join(per_seed),
         f"{task} change over seeds (95% t)": str(seed_interval(ch).scaled(100)),
     }
-    ctrl = results.get((task, CONTROL), [])
-    if method != CONTROL and len(ctrl) == len(cells) and len(cells) > 1:
-        cc = [c[key + "/mean"] for c in ctrl]
-        out[f"{task} gain over control (95% t)"] = str(gain_over_control(ch, cc).scaled(100))
+    # The control paired by seed: a method run on fewer seeds is compared on those seeds only.
+    # Cells without a `seed` (older callers) pair by position.
+    ctrl = {
+        c.get("seed", i): c[key + "/mean"] for i, c in enumerate(results.get((task, CONTROL), []))
+    }
+    seeds = [c.get("seed", i) for i, c in enumerate(cells)]
+    pairs = [(c[key + "/mean"], ctrl[s]) for s, c in zip(seeds, cells) if s in ctrl]
+    if method != CONTROL and len(pairs) > 1:
+        a, b = zip(*pairs)
+        out[f"{task} gain over control (95% t)"] = str(gain_over_control(a, b).scaled(100))
+    elif method != CONTROL and pairs:
+        out[f"{task} gain over control (95% t)"] = (
+            f"{100 * (pairs[0][0] - pairs[0][1]):+.2f} (1 seed, no interval)"
+        )
     return out
 
 
@@ -234,7 +248,11 @@ def main():
     for seed in range(args.seeds):
         for task in tasks:
             for method in args.methods.split(","):
-                if args.budget_min and time.time() - t0 > 60 * args.budget_min:
+                done = os.path.exists(
+                    os.path.join(cell_dir(root, task, method, seed, args.rl_steps), "result.json")
+                )
+                # The budget stops new cells only; finished ones are always read back.
+                if not done and args.budget_min and time.time() - t0 > 60 * args.budget_min:
                     skipped.append((task, method, seed))
                     continue
                 results.setdefault((task, method), []).append(
