@@ -120,7 +120,9 @@ def get_config(arg=None):
         gen_len=gen_len,
         block_len=8,
         gen_steps=gen_len // 2,  # 2 tokens per step, as in the paper's training sampler
-        temperature=1.0 if sudoku else 0.9,  # diversity: at tau 0.3 the group reward std is ~0.03
+        # Sudoku tau 0.7: closer to the greedy policy that is evaluated (sweep: +1.7 vs +1.4 at
+        # tau 1.0, seed 0) and still diverse (group reward std ~0.13; ~0.03 at tau 0.3).
+        temperature=0.7 if sudoku else 0.9,
         num_train_prompts=2000,
         num_eval=512,  # held-out prompts (issue 12: >= 512 so the interval resolves a few points)
         eval_samples=4,  # sampled pass@1: completions per held-out prompt at the rollout tau
