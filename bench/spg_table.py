@@ -224,6 +224,7 @@ def main():
     ap.add_argument("--budget_min", type=float, default=0.0, help="stop starting cells after")
     ap.add_argument("--sampler", action="store_true", help="only the sampler benchmark")
     ap.add_argument("--out", default="spg_table", help="results name in bench/results/")
+    ap.add_argument("--note", default="", help="reading appended to the Markdown note")
     args = ap.parse_args()
     if args.sampler:
         row = bench_sampler()
@@ -274,6 +275,8 @@ def main():
     )
     if skipped:
         note += f"\n\nNot run within the time budget: {len(skipped)} cells: {skipped}"
+    if args.note:
+        note += "\n\n" + args.note
     payload = {
         "device": device_info(),
         "rows": rows,
