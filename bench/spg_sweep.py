@@ -1,11 +1,12 @@
 """The issue-12 sweep for `configs/spg.py`: which settings make SPG's signal beat the drift.
 
 Every cell is one `rl.run_spg.run` from ONE shared warm start (`--sft_steps` MDLM steps, seed
-`--seed`, cached in `bench/results/spg_runs/sweep/sft<N>_seed<k>` and symlinked into each cell),
-with config overrides given as `name=field=value;field=value`. A cell with a `result.json` is read
-back, so an interrupted sweep resumes. Reported per cell: warm-start and final held-out greedy
-accuracy at the training length on unseen grids, the paired change with its 95% bootstrap
-interval over prompts, sampled pass@1 and train-grid changes, and the cell's wall time.
+`--seed`, cached in `bench/results/spg_runs/sweep_subs/sft<N>_seed<k>_<task>` and symlinked into
+each cell), with config overrides given as `name=field=value;field=value`. A cell with a
+`result.json` is read back, so an interrupted sweep resumes. Reported per cell: warm-start and
+final held-out greedy accuracy at the training length on unseen grids, the paired change with its
+95% bootstrap interval over prompts, sampled pass@1 and train-grid changes, and the cell's wall
+time.
 
   python -m bench.spg_sweep --cells='lr1e-4=rl_optim.lr=1e-4' --cells='kl=rl.kl_coef=0.05' \
       [--sft_steps=300] [--seed=0] [--steps=60] [--out=spg_sweep] [--report_only]
@@ -77,9 +78,11 @@ def run_cell(name, overrides, *, variant, seed, sft_steps, steps, root, report_o
     link = os.path.join(wd, "sft")
     if not os.path.exists(link):
         os.symlink(os.path.abspath(shared), link)
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     out = run(c, wd)
     out["wall_s"] = time.time() - t0
+    # CPU-seconds of this process (all threads): on a shared machine the wall time says little.
+    out["cpu_s"] = time.process_time() - c0
     out["load1"] = os.getloadavg()[0]
     out["overrides"] = overrides
     out["rl_steps"] = steps
@@ -106,6 +109,7 @@ def row_of(name: str, r: dict, gen_len: int) -> dict:
         "RL steps": r.get("rl_steps", "40"),
         "reward (last)": f"{r.get('rl/final_reward_mean', float('nan')):.3f}",
         "wall s": f"{r.get('wall_s', 0):.0f}",
+        "CPU s": f"{r.get('cpu_s', float('nan')):.0f}",
     }
 
 
@@ -162,7 +166,9 @@ def main():
     from configs import spg as spg_config
 
     gen_len = spg_config.get_config(args.variant or None).rl.gen_len
-    root = os.path.join(RESULTS, "spg_runs", "sweep")
+    # Post-SUBS (63c9429) caches: a warm start trained before the likelihood dropped the mask
+    # token is a different model, so it must not be reused.
+    root = os.path.join(RESULTS, "spg_runs", "sweep_subs")
     if args.compare:
         seeds = [int(x) for x in args.seeds.split(",")]
         kw = dict(variant=args.variant, sft_steps=args.sft_steps, root=root, gen_len=gen_len)

@@ -4,13 +4,13 @@ throughput benchmark.
 Table: SPG-Mix, SPG-EUBO, SPG-ELBO, D1 (diffu-GRPO) and WD1 on 4x4 Sudoku and 3-number Countdown
 (compact format, the `configs/spg.py` model), >= 3 seeds each, equal compute (same warm start per
 (task, seed), same RL steps, prompts, group size, µ and generation budget). Each cell is one
-`rl.run_spg.run` in `bench/results/spg_runs/steps<N>/<task>/<method>/seed<k>` and is cached: a
-cell with a `result.json` is read back, an interrupted one resumes from its checkpoint. The SFT
-warm start of (task, seed) runs once (`spg_runs/<task>/sft_seed<k>`) and is shared by every
-method through a symlink. The caches are keyed by path only: delete them after changing
-`configs/spg.py`. Reported: held-out greedy accuracy at the training generation length (Sudoku:
-pooled cell accuracy) after RL, mean ± std over the finished seeds, the paired change per seed,
-and the warm-start value.
+`rl.run_spg.run` in `bench/results/spg_runs/table_subs/steps<N>/<task>/<method>/seed<k>` and is
+cached: a cell with a `result.json` is read back, an interrupted one resumes from its checkpoint.
+The SFT warm start of (task, seed) runs once (`spg_runs/table_subs/<task>/sft_seed<k>`) and is
+shared by every method through a symlink. The caches are keyed by path only: delete them after
+changing `configs/spg.py`. Reported: held-out greedy accuracy at the training generation length
+(Sudoku: pooled cell accuracy) after RL, mean ± std over the finished seeds, the paired change per
+seed, and the warm-start value.
 
   python -m bench.spg_table [--tasks=sudoku4,countdown] [--seeds=3] [--rl_steps=N]
                             [--budget_min=M] [--methods=SPG-Mix,D1] [--out=NAME] [--sampler]
@@ -43,17 +43,21 @@ METHODS = {
 }
 
 
+def cell_dir(root: str, task: str, method: str, seed: int, rl_steps: int | None) -> str:
+    steps_dir = f"steps{rl_steps}" if rl_steps is not None else "steps_default"
+    return os.path.join(root, steps_dir, task, method, f"seed{seed}")
+
+
 def run_cell(task: str, method: str, seed: int, rl_steps: int | None, root: str) -> dict:
-    """Runs (or reads back) one cell; returns its result dict."""
+    """Runs (or reads back) one cell; returns its result dict (with its `seed`)."""
     from configs import spg as spg_config
     from rl.run_spg import run
 
-    steps_dir = f"steps{rl_steps}" if rl_steps is not None else "steps_default"
-    wd = os.path.join(root, steps_dir, task, method, f"seed{seed}")
+    wd = cell_dir(root, task, method, seed, rl_steps)
     res_path = os.path.join(wd, "result.json")
     if os.path.exists(res_path):
         with open(res_path) as f:
-            return json.load(f)
+            return {"seed": seed, **json.load(f)}
     variant, _, control = METHODS[method].partition(",control=")
     config = spg_config.get_config(f"task={task},seed={seed},{variant}")
     if control:
@@ -67,12 +71,14 @@ def run_cell(task: str, method: str, seed: int, rl_steps: int | None, root: str)
     link = os.path.join(wd, "sft")
     if not os.path.exists(link):
         os.symlink(os.path.abspath(shared), link)
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     out = run(config, wd)
     out["wall_s"] = time.time() - t0
+    # CPU-seconds of this process (all threads): on a shared machine the wall time says little.
+    out["cpu_s"] = time.process_time() - c0
     with open(res_path, "w") as f:
         json.dump(out, f, indent=2, sort_keys=True)
-    return out
+    return {"seed": seed, **out}
 
 
 def summarise(results: dict, tasks, gen_lens, methods=tuple(METHODS)) -> tuple[list[dict], str]:
@@ -123,10 +129,20 @@ def _intervals(results: dict, task: str, method: str, g: int) -> dict:
         f"{task} change per seed (95% CI over prompts)": "; ".join(per_seed),
         f"{task} change over seeds (95% t)": str(seed_interval(ch).scaled(100)),
     }
-    ctrl = results.get((task, CONTROL), [])
-    if method != CONTROL and len(ctrl) == len(cells) and len(cells) > 1:
-        cc = [c[key + "/mean"] for c in ctrl]
-        out[f"{task} gain over control (95% t)"] = str(gain_over_control(ch, cc).scaled(100))
+    # The control paired by seed: a method run on fewer seeds is compared on those seeds only.
+    # Cells without a `seed` (older callers) pair by position.
+    ctrl = {
+        c.get("seed", i): c[key + "/mean"] for i, c in enumerate(results.get((task, CONTROL), []))
+    }
+    seeds = [c.get("seed", i) for i, c in enumerate(cells)]
+    pairs = [(c[key + "/mean"], ctrl[s]) for s, c in zip(seeds, cells) if s in ctrl]
+    if method != CONTROL and len(pairs) > 1:
+        a, b = zip(*pairs)
+        out[f"{task} gain over control (95% t)"] = str(gain_over_control(a, b).scaled(100))
+    elif method != CONTROL and pairs:
+        out[f"{task} gain over control (95% t)"] = (
+            f"{100 * (pairs[0][0] - pairs[0][1]):+.2f} (1 seed, no interval)"
+        )
     return out
 
 
@@ -208,6 +224,7 @@ def main():
     ap.add_argument("--budget_min", type=float, default=0.0, help="stop starting cells after")
     ap.add_argument("--sampler", action="store_true", help="only the sampler benchmark")
     ap.add_argument("--out", default="spg_table", help="results name in bench/results/")
+    ap.add_argument("--note", default="", help="reading appended to the Markdown note")
     args = ap.parse_args()
     if args.sampler:
         row = bench_sampler()
@@ -223,7 +240,8 @@ def main():
 
     tasks = args.tasks.split(",")
     gen_lens = {t: spg_config.get_config(f"task={t}").rl.gen_len for t in tasks}
-    root = os.path.join(RESULTS, "spg_runs")
+    # Post-SUBS (63c9429) caches only: older warm starts and cells are different models.
+    root = os.path.join(RESULTS, "spg_runs", "table_subs")
     results: dict = {}
     t0 = time.time()
     skipped = []
@@ -231,7 +249,11 @@ def main():
     for seed in range(args.seeds):
         for task in tasks:
             for method in args.methods.split(","):
-                if args.budget_min and time.time() - t0 > 60 * args.budget_min:
+                done = os.path.exists(
+                    os.path.join(cell_dir(root, task, method, seed, args.rl_steps), "result.json")
+                )
+                # The budget stops new cells only; finished ones are always read back.
+                if not done and args.budget_min and time.time() - t0 > 60 * args.budget_min:
                     skipped.append((task, method, seed))
                     continue
                 results.setdefault((task, method), []).append(
@@ -253,6 +275,8 @@ def main():
     )
     if skipped:
         note += f"\n\nNot run within the time budget: {len(skipped)} cells: {skipped}"
+    if args.note:
+        note += "\n\n" + args.note
     payload = {
         "device": device_info(),
         "rows": rows,

@@ -51,3 +51,16 @@ def test_summary_reports_intervals_and_gain_over_shuffle_control():
     assert elbo["sudoku4 gain over control (95% t)"].startswith("+6.00 [")
     assert "sudoku4 gain over control (95% t)" not in ctrl
     assert "gain over control" in table
+
+
+def test_gain_over_control_pairs_by_seed():
+    from bench.spg_table import CONTROL
+
+    ctrl = [{**_powered(c, c - 0.03, c + 0.03), "seed": i} for i, c in enumerate((0.0, 0.02, 0.04))]
+    res = {
+        ("sudoku4", "SPG-Mix"): [{**_powered(0.05, 0.02, 0.08), "seed": 1}],
+        ("sudoku4", CONTROL): ctrl,
+    }
+    rows, _ = summarise(res, ["sudoku4"], {"sudoku4": 24}, ["SPG-Mix", CONTROL])
+    # One seed (1): compared with the control of seed 1 only, no interval.
+    assert rows[0]["sudoku4 gain over control (95% t)"] == "+3.00 (1 seed, no interval)"
