@@ -102,14 +102,20 @@ def client_logits(model, personal: dict, x_bt, valid_k, *, adapter: bool) -> jax
     )
 
 
-def make_loss_fn(graphdef, rest, *, adapter: bool):
+def make_loss_fn(graphdef, rest, *, adapter: bool, share_char_encoder: bool = False):
     """`loss(shared, personal, batch, mask_b) -> (loss_sum, denom)` for the client work.
 
     With `adapter`, `personal` is {"emb", "bias", "bias_v"} and each example carries the
-    client's slot validity in `batch["valid"]` ([B, k], identical rows).
+    client's slot validity in `batch["valid"]` ([B, k], identical rows). With
+    `share_char_encoder`, `shared` is the client tree of `make_table_lift`: {"params", "table"}.
     """
 
     def loss_fn(shared, personal, batch, mask_b):
+        if share_char_encoder:
+            model = nnx.merge(graphdef, shared["params"], rest)
+            logits = model(batch["x"], table_vd=shared["table"])
+            mask_bt = (batch["y"] > 0) & mask_b[:, None]
+            return token_ce(logits, batch["y"], mask_bt)
         model = nnx.merge(graphdef, shared, rest)
         valid_k = batch["valid"][0] if adapter else None
         logits = client_logits(model, personal, batch["x"], valid_k, adapter=adapter)
@@ -117,6 +123,25 @@ def make_loss_fn(graphdef, rest, *, adapter: bool):
         return token_ce(logits, batch["y"], mask_bt)
 
     return loss_fn
+
+
+def make_table_lift(graphdef, rest):
+    """`lift(shared) -> {"params": shared, "table": [V, d]}` for `share_char_encoder`.
+
+    An algorithm change (not exact FedAvg): the char encoder is frozen during local training and
+    the vocabulary table it produces is computed once per round by the server, outside the
+    clients, who train it as a plain tied embedding matrix (their char-encoder parameters get no
+    gradient, so their delta is 0). The server pulls the averaged table delta back onto the char
+    encoder through its VJP at the round's weights (`simulation.make_fed_avg(lift=...)`), so the
+    encoder still learns, from a first-order (linearised) update instead of the clients' exact
+    local trajectories. Clients then skip the char CNN, ~87% of a local step's FLOPs.
+    """
+
+    def lift(shared):
+        model = nnx.merge(graphdef, shared, rest)
+        return {"params": shared, "table": model.embed_words(model.vocab_chars[...])}
+
+    return lift
 
 
 def emr_counts(logits_btv, y_bt, mask_bt, unk_id: int, eos_id: int) -> dict[str, jax.Array]:
