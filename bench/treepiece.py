@@ -7,8 +7,10 @@ steps, and per-utterance decoding latency at batch 1 and 32 (jitted, after compi
 because the CPU is shared). ``treepiece_atomic`` is TreePiece restricted to atomic units (one unit
 per skeleton node).
 
-Usage: python -m bench.treepiece [--steps N] [--out bench/results]
-Writes bench/results/treepiece.json and bench/results/treepiece.md.
+Usage: python -m bench.treepiece [--steps N] [--out bench/results] [--variant paper --name NAME]
+Writes bench/results/<name>.json and .md (default name ``treepiece``). ``--variant paper`` is the
+paper-like regime of ``configs/treepiece.py`` (decoder much larger than the encoder, more nested
+parses). The load average is printed while timing and stored in the metadata (shared CPU).
 """
 
 from __future__ import annotations
@@ -41,11 +43,21 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--variant", default="", help="extra config variant, e.g. 'paper'")
+    ap.add_argument("--name", default="treepiece", help="results file stem")
+    ap.add_argument(
+        "--merge",
+        default="",
+        help="comma-separated result JSONs of one-system runs (run in parallel) to merge into "
+        "one table instead of training",
+    )
     args = ap.parse_args(argv)
+    if args.merge:
+        return _merge(args)
     os.environ.setdefault("LMRL_NO_PROGRESS", "1")
     trained, rows = {}, {}
     for name in args.systems.split(","):
-        c = get_config(SYSTEMS[name])
+        c = get_config(",".join(x for x in (SYSTEMS[name], args.variant) if x))
         c.ckpt_every = 0
         if args.steps:
             c.num_steps = c.optim.total_steps = args.steps
@@ -69,8 +81,10 @@ def main(argv=None):
             rows[n][f"decode_only_ms/batch{b}"] = 1e3 * max(dec_s - enc_s, 0.0)
     if "ar" in rows:
         _speedups(rows)
-    c = get_config()
+    c = get_config(args.variant or None)
     meta = {
+        "variant": args.variant or "default",
+        "load_1min_end": round(os.getloadavg()[0], 1),
         "device": f"{jax.devices()[0].device_kind} ({platform.processor() or 'cpu'}, "
         f"{os.cpu_count()} cores, shared)",
         "steps": args.steps or c.num_steps,
@@ -79,12 +93,37 @@ def main(argv=None):
         "dec_layers": c.model.dec_layers,
         "n_train": c.data.n_train,
         "n_test": c.data.n_test,
+        "p_nest": c.data.p_nest,
+        "d_ff": c.model.d_ff,
     }
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "treepiece.json"), "w") as f:
+    with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
         json.dump({"meta": meta, "systems": rows}, f, indent=2)
     md = _markdown(meta, rows)
-    with open(os.path.join(args.out, "treepiece.md"), "w") as f:
+    with open(os.path.join(args.out, f"{args.name}.md"), "w") as f:
+        f.write(md)
+    print(md)
+    return rows
+
+
+def _merge(args):
+    """One table from one-system runs; their latencies were timed in separate processes."""
+    rows, meta = {}, None
+    for path in args.merge.split(","):
+        with open(path) as f:
+            part = json.load(f)
+        meta = meta or part["meta"]
+        rows.update(part["systems"])
+        meta[f"load_1min_end/{'+'.join(part['systems'])}"] = part["meta"].get("load_1min_end")
+    meta.pop("load_1min_end", None)
+    meta["merged"] = "one process per system, run in parallel on the shared CPU"
+    if "ar" in rows:
+        _speedups(rows)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
+        json.dump({"meta": meta, "systems": rows}, f, indent=2)
+    md = _markdown(meta, rows)
+    with open(os.path.join(args.out, f"{args.name}.md"), "w") as f:
         f.write(md)
     print(md)
     return rows

@@ -25,7 +25,10 @@ appear in the test split.
 
 Variants: backend=vmap|loop, server=fedadam|fedavg, expand_train=adapter|all, data_dir=<dir of
 <client>.jsonl files> (real federated text instead of the generated corpus), dp_clip=<S>,
-dp_noise=<multiplier> (DP-FedAvg; epsilon at delta = 1/#clients is logged as dp/epsilon), tiny.
+dp_noise=<multiplier> (DP-FedAvg; epsilon at delta = 1/#clients is logged as dp/epsilon),
+share_char_encoder (the char encoder is frozen during local training and its vocabulary table
+computed once per round outside the clients; an algorithm change, see fed/oov.py
+make_table_lift and bench/results/fed.md for its effect on the table), tiny.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
             "dp_clip": 0.0,
             "dp_noise": 0.0,
             "adapter_lr": 5.0,
+            "share_char_encoder": False,
             "tiny": False,
         },
         choices={
@@ -76,6 +80,10 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
             backend=v["backend"],
             dp_clip=v["dp_clip"],  # > 0: DP-FedAvg (user-level clip, Gaussian noise on the sum)
             dp_noise_multiplier=v["dp_noise"],
+            # algorithm change (fed/oov.py make_table_lift): clients train the vocabulary table
+            # computed once per round with the char encoder frozen; the server pulls the table
+            # delta back onto the encoder by its VJP. Faster (no char CNN per client step).
+            share_char_encoder=v["share_char_encoder"],
         )
     )
     c.model = mlc.ConfigDict(

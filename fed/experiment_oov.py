@@ -170,7 +170,8 @@ def run(config, workdir: str) -> dict[str, float]:
     train_ex = [oov.lm_examples(s, w2i, cfg.fed.max_len) for s in train_s]
     steps = max(1, math.ceil(max(len(e["x"]) for e in train_ex) / cfg.fed.batch_size))
 
-    loss_fn = oov.make_loss_fn(graphdef, rest, adapter=False)
+    share = cfg.fed.share_char_encoder
+    loss_fn = oov.make_loss_fn(graphdef, rest, adapter=False, share_char_encoder=share)
     work = simulation.make_sgd_client_work(loss_fn, cfg.fed.client_lr, train_personal=False)
     dp_clip = cfg.fed.dp_clip if cfg.fed.dp_clip > 0 else None
     rt = Runtime(cfg)
@@ -181,6 +182,7 @@ def run(config, workdir: str) -> dict[str, float]:
         dp_clip=dp_clip,
         dp_noise_multiplier=cfg.fed.dp_noise_multiplier,
         mesh=rt.mesh,
+        lift=oov.make_table_lift(graphdef, rest) if share else None,
     )
     state = alg.init(params)
     ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=cfg.keep_checkpoints)

@@ -124,6 +124,7 @@ class WordLM(nnx.Module):
         oov_bias_k: jax.Array | None = None,
         oov_valid_k: jax.Array | None = None,
         bias_v: jax.Array | None = None,
+        table_vd: jax.Array | None = None,
     ) -> jax.Array:
         """Next-word logits.
 
@@ -133,11 +134,14 @@ class WordLM(nnx.Module):
           oov_bias_k: adapter output biases `[k]`.
           oov_valid_k: bool `[k]`; False slots are padding and get -inf logits.
           bias_v: a client's personal copy of the vocabulary biases `[V]` (default: shared).
+          table_vd: a precomputed vocabulary table `[V, d_emb]` used instead of running the char
+            encoder (fed `share_char_encoder`: computed once per round, outside the clients).
 
         Returns:
           float32 logits `[B, T, V]` or `[B, T, V + k]`.
         """
-        table_vd = self.chars(self.vocab_chars.value)
+        if table_vd is None:
+            table_vd = self.chars(self.vocab_chars.value)
         bias_v = self.bias.value if bias_v is None else bias_v
         if oov_emb_kd is not None:
             table_vd = jnp.concatenate([table_vd, oov_emb_kd], 0)

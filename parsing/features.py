@@ -12,7 +12,7 @@ import collections
 
 import numpy as np
 
-from parsing.grammar import TokenGrammar
+from parsing.grammar import TokenGrammar, unit_mask_tables
 from parsing.spans import EMPTY, SITE
 from parsing.tree import LEAF, OPEN, decouple, fill, find_spans, skeleton, to_top
 from parsing.treepiece import NEED_INTENT, NEED_SLOT, TreePiece, leaves_of, sites_of
@@ -136,7 +136,8 @@ def _items_of(u) -> list[int]:
 
 def unit_tables(tp: TreePiece, vocab: Vocab) -> dict[str, np.ndarray]:
     """Per-unit arrays for the device: grammar [2, V], n_sites, site_types, n_leaves, leaf_label,
-    items [V, I] and n_items (leaves and sites in pre-order, for ``spans.leaf_tree_order``)."""
+    items [V, I] and n_items (leaves and sites in pre-order, for ``spans.leaf_tree_order``), and
+    the decoder's grammar-mask lookup tables (``grammar.unit_mask_tables``)."""
     v = len(tp.units)
     sites = [sites_of(u) for u in tp.units]
     leaves = [leaves_of(u) for u in tp.units]
@@ -159,6 +160,7 @@ def unit_tables(tp: TreePiece, vocab: Vocab) -> dict[str, np.ndarray]:
         t["site_types"][i, : len(sites[i])] = sites[i]
         t["leaf_label"][i, : len(leaves[i])] = [slot_index.get(lab, 0) for lab in leaves[i]]
         t["items"][i, : len(items[i])] = items[i]
+    t.update(unit_mask_tables(t))
     return t
 
 

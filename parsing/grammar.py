@@ -21,6 +21,40 @@ NEED_INTENT, NEED_SLOT = 0, 1  # as in parsing.treepiece (kept here to stay impo
 
 
 # ------------------------------------------------------------------------ TreePiece unit stack
+def unit_mask_tables(tables: dict) -> dict[str, np.ndarray]:
+    """Host-side lookup tables that make ``unit_allowed`` three row gathers and two ANDs.
+
+    The legality test of a unit u (see ``unit_allowed``) is a conjunction of thresholds on
+    per-unit constants, each compared with one per-row scalar ``s``:
+      * root type fits the top site, and ``n_sites[u] <= s_sites`` (both the step budget with the
+        open sites below the top, and the stack capacity): ``sites[top, s_sites + 1, u]``;
+      * ``n_sites[u] + slot_sites[u] + n_leaves[u] <= s_cost`` (the step budget once every open
+        slot without a text leaf costs two steps): ``cost[s_cost + 1, u]``;
+      * ``n_leaves[u] <= s_leaves``: ``leaves[s_leaves + 1, u]``.
+    Row 0 stands for any negative ``s`` (nothing fits); the last row for any ``s`` at or above the
+    largest constant (everything fits), so callers clip ``s`` into the table.
+    """
+    n_sites = np.asarray(tables["n_sites"])
+    k = np.arange(tables["site_types"].shape[1])[None, :] < n_sites[:, None]
+    slot = np.sum(k & (np.asarray(tables["site_types"]) == NEED_SLOT), 1)
+    n_leaves = np.asarray(tables["n_leaves"])
+
+    def le(x):  # [max(x) + 2, V]: row s + 1 holds x[u] <= s for s in [-1, max(x)]
+        s = np.arange(-1, int(x.max()) + 1)[:, None]
+        return x[None, :] <= s
+
+    sites = le(n_sites)[None] & np.asarray(tables["grammar"])[:, None, :]  # [2, S, V]
+    return {
+        "mask_sites": sites,
+        "mask_cost": le(n_sites + slot + n_leaves),
+        "mask_leaves": le(n_leaves),
+    }
+
+
+def _row(table, s_b):
+    return table[jnp.clip(s_b + 1, 0, table.shape[-2] - 1)]
+
+
 def unit_allowed(tables, stack_bk, sp_b, remaining_b, leaves_left_b):
     """[B, V] legal units at the top site.
 
@@ -29,21 +63,24 @@ def unit_allowed(tables, stack_bk, sp_b, remaining_b, leaves_left_b):
     site costs one step (``[IN:X ]``), a slot site one step and one leaf (``[SL:X ◦ ]``) or two
     steps without a leaf (``[SL:X □ ]`` then ``[IN:Y ]``). The condition holds after at least one
     action whenever it holds before, so decoding always ends in a complete tree.
+
+    With the open sites below the top split into ``n_int`` intent and ``n_slot`` slot sites, the
+    completion cost after u is ``n_int + u_int + slot_after + max(slot_after - leaves_after, 0)``;
+    ``cost <= remaining`` is two linear thresholds, so the mask is a lookup into the precomputed
+    ``unit_mask_tables`` (added to ``tables`` by ``parsing.features.unit_tables``).
     """
     k = stack_bk.shape[1]
     top = jnp.take_along_axis(stack_bk, jnp.maximum(sp_b - 1, 0)[:, None], 1)[:, 0]
-    fits = tables["grammar"][top]  # [B, V]
     live = jnp.arange(k)[None, :] < sp_b[:, None]
     n_slot = jnp.sum(live & (stack_bk == NEED_SLOT), 1) - (top == NEED_SLOT)
-    n_int = jnp.sum(live & (stack_bk == NEED_INTENT), 1) - (top == NEED_INTENT)
-    kk = jnp.arange(tables["site_types"].shape[1])[None, :] < tables["n_sites"][:, None]
-    u_slot = jnp.sum(kk & (tables["site_types"] == NEED_SLOT), 1)  # [V]
-    u_int = tables["n_sites"] - u_slot
-    slot_after = n_slot[:, None] + u_slot[None, :]
-    leaves_after = leaves_left_b[:, None] - tables["n_leaves"][None, :]
-    cost = n_int[:, None] + u_int[None, :] + slot_after + jnp.maximum(slot_after - leaves_after, 0)
-    open_after = sp_b[:, None] - 1 + tables["n_sites"][None, :]
-    return fits & (leaves_after >= 0) & (cost <= remaining_b[:, None]) & (open_after <= k)
+    below = sp_b - 1  # open sites under the top
+    s_sites = jnp.minimum(remaining_b - below, k - below)
+    s_cost = remaining_b - below - n_slot + leaves_left_b
+    return (
+        tables["mask_sites"][top, jnp.clip(s_sites + 1, 0, tables["mask_sites"].shape[1] - 1)]
+        & _row(tables["mask_cost"], s_cost)
+        & _row(tables["mask_leaves"], leaves_left_b)
+    )
 
 
 def unit_push(tables, stack_bk, sp_b, unit_b, active_b):

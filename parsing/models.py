@@ -73,7 +73,12 @@ class Decoder(nnx.Module):
         self.max_len, self.n_heads, self.d = max_len, n_heads, d
 
     def cross_kv(self, mem_bsd):
-        return [b.cross_attn.kv(mem_bsd) for b in self.blocks]
+        """Every layer's cross-attention keys/values from one matmul (fewer encoder-side ops)."""
+        b, s, d = mem_bsd.shape
+        a = [blk.cross_attn for blk in self.blocks]
+        w = jnp.concatenate([m.kernel[...] for x in a for m in (x.k, x.v)], -1)  # [D, 2 L D]
+        kv = (mem_bsd @ w).reshape(b, s, 2 * len(a), self.n_heads, d // self.n_heads)
+        return [(kv[:, :, 2 * i], kv[:, :, 2 * i + 1]) for i in range(len(a))]
 
     def init_cache(self, batch: int):
         shape = (batch, self.max_len, self.n_heads, self.d // self.n_heads)

@@ -11,7 +11,7 @@ from parsing import features as F
 from parsing.grammar import unit_allowed, unit_push
 from parsing.systems import leaf_index
 from parsing.tree import TopParseError, parse_top, skeleton
-from parsing.treepiece import NEED_INTENT
+from parsing.treepiece import NEED_INTENT, NEED_SLOT
 from train.state import split_module
 
 
@@ -145,3 +145,36 @@ def test_treepiece_decoder_well_formed_untrained(prep):
 def test_malformed_prediction_detected():
     with pytest.raises(TopParseError):
         parse_top("[IN:A [SL:B x ]")
+
+
+def _unit_allowed_reference(tables, stack_bk, sp_b, remaining_b, leaves_left_b):
+    """The grammar mask as computed before it became a table lookup (issue 19 item 3)."""
+    k = stack_bk.shape[1]
+    top = jnp.take_along_axis(stack_bk, jnp.maximum(sp_b - 1, 0)[:, None], 1)[:, 0]
+    fits = tables["grammar"][top]
+    live = jnp.arange(k)[None, :] < sp_b[:, None]
+    n_slot = jnp.sum(live & (stack_bk == NEED_SLOT), 1) - (top == NEED_SLOT)
+    n_int = jnp.sum(live & (stack_bk == NEED_INTENT), 1) - (top == NEED_INTENT)
+    kk = jnp.arange(tables["site_types"].shape[1])[None, :] < tables["n_sites"][:, None]
+    u_slot = jnp.sum(kk & (tables["site_types"] == NEED_SLOT), 1)
+    u_int = tables["n_sites"] - u_slot
+    slot_after = n_slot[:, None] + u_slot[None, :]
+    leaves_after = leaves_left_b[:, None] - tables["n_leaves"][None, :]
+    cost = n_int[:, None] + u_int[None, :] + slot_after + jnp.maximum(slot_after - leaves_after, 0)
+    open_after = sp_b[:, None] - 1 + tables["n_sites"][None, :]
+    return fits & (leaves_after >= 0) & (cost <= remaining_b[:, None]) & (open_after <= k)
+
+
+def test_unit_mask_lookup_equals_the_direct_computation(prep):
+    _, p = prep
+    tables = jax.tree.map(jnp.asarray, p["tables"])
+    rng = np.random.default_rng(0)
+    b, k = 512, 12
+    stack = jnp.asarray(rng.integers(0, 2, (b, k)), jnp.int32)
+    sp = jnp.asarray(rng.integers(0, k + 1, b), jnp.int32)
+    remaining = jnp.asarray(rng.integers(-2, 20, b), jnp.int32)
+    leaves = jnp.asarray(rng.integers(-1, 10, b), jnp.int32)
+    got = unit_allowed(tables, stack, sp, remaining, leaves)
+    want = _unit_allowed_reference(tables, stack, sp, remaining, leaves)
+    np.testing.assert_array_equal(got, want)
+    assert 0 < int(want.sum()) < want.size  # the random states exercise both outcomes
