@@ -52,7 +52,7 @@ def load(root: str, name: str):
         return None
     with open(p) as f:
         rec = json.load(f)
-    with np.load(os.path.join(rec["workdir"], "eval.npz")) as z:
+    with np.load(rec.get("eval_file") or os.path.join(rec["workdir"], "eval.npz")) as z:
         rec["scores"] = {k: z[k] for k in z.files}
     return rec
 
