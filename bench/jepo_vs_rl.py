@@ -57,7 +57,9 @@ def load(root: str, name: str):
     return rec
 
 
-def summarise(root: str, seeds, methods, steps: int, notes: str = "") -> str:
+def summarise(
+    root: str, seeds, methods, steps: int, notes: str = "", out: str = "jepo_vs_rl"
+) -> str:
     from rl import evaluation as ev
 
     rows, per_seed = [], []
@@ -110,7 +112,7 @@ def summarise(root: str, seeds, methods, steps: int, notes: str = "") -> str:
         "Student-t 95% interval; NaN with one seed)\n\n"
         f"{over}\n\n{notes}\n"
     )
-    write_results("jepo_vs_rl", {"device": info, "per_seed": per_seed, "over_seeds": rows}, md)
+    write_results(out, {"device": info, "per_seed": per_seed, "over_seeds": rows}, md)
     return seed_table + "\n\n" + over
 
 
@@ -123,6 +125,7 @@ def main():
     ap.add_argument("--root", default="/tmp/arrl")
     ap.add_argument("--notes", default="", help="a file whose text is appended to the report")
     ap.add_argument("--summarise_only", action="store_true")
+    ap.add_argument("--out", default="jepo_vs_rl", help="bench/results/<out>.{md,json}")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
@@ -136,7 +139,7 @@ def main():
                     if load(args.root, name) is None:
                         run_cell(spec, args.root)
     notes = open(args.notes).read() if args.notes else ""
-    print(summarise(args.root, seeds, methods, args.steps, notes))
+    print(summarise(args.root, seeds, methods, args.steps, notes, args.out))
 
 
 if __name__ == "__main__":

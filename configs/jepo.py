@@ -39,4 +39,8 @@ def get_config(arg=None):
     c.rl.kl_coef = v["kl"]
     c.rl.kl_estimator = "k3"  # k1 as a plain sum has zero expected gradient (issue 15.3)
     c.rl.advantage = "rloo"  # for the RL groups of the combined mode
+    if not c.tiny:
+        # The measured JEPO setting (bench/results/jepo_default_vs_control.md); the shared loop's
+        # 180 steps (GRPO's default) are not measured for JEPO yet.
+        c.rl.steps = 24
     return c
