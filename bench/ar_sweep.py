@@ -10,6 +10,12 @@ Each finished cell writes `<root>/cells/<name>.json` (so cells can run in separa
 control cell of the same name + `_shuffle` when it exists (gain over control = paired bootstrap
 of the two runs' after-RL scores on the same prompts).
 
+A cell may name evaluation stages after `@`: `a=grpo;rl.steps=180@60,120` trains one run to 60,
+evaluates, resumes the same workdir to 120, evaluates, and so on to `rl.steps`, writing the cells
+`a_t60`, `a_t120`, `a_t180`. Rollouts are a pure function of (parameters, step) and a resumed run
+equals an uninterrupted one, so each stage is exactly the run of that many steps (constant
+learning-rate schedules only: a decaying schedule depends on the total).
+
 Usage: python -m bench.ar_sweep --root=/tmp/arrl --cells='a=grpo;rl.steps=60' [--summarise]
 """
 
@@ -56,30 +62,60 @@ def make_config(cfg: str, variant: str, overrides: dict, root: str):
     return c
 
 
+def split_stages(spec: str) -> tuple[str, list[int]]:
+    """`spec@60,120` -> (spec, [60, 120]); no `@` -> (spec, [])."""
+    if "@" not in spec:
+        return spec, []
+    spec, _, st = spec.rpartition("@")
+    return spec, sorted(int(x) for x in st.split(","))
+
+
+def eval_file(rec: dict) -> str:
+    return rec.get("eval_file") or os.path.join(rec["workdir"], "eval.npz")
+
+
 def run_cell(spec: str, root: str) -> dict:
+    """Runs one cell (every stage of it); returns the last stage's record."""
+    import shutil
     import subprocess
 
     from rl.run_ar import run
 
+    spec, stages = split_stages(spec)
     name, cfg, variant, overrides = parse_cell(spec)
     c = make_config(cfg, variant, overrides, root)
     workdir = os.path.join(root, "runs", name)
-    load0 = os.getloadavg()[0]
-    t0 = time.time()
-    out = run(c, workdir)
-    rec = {
-        "name": name,
-        "spec": spec,
-        "minutes": (time.time() - t0) / 60,
-        "load_start": load0,
-        "load_end": os.getloadavg()[0],
-        "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-        "workdir": workdir,
-        **{k: v for k, v in out.items() if isinstance(v, (int, float))},
-    }
-    os.makedirs(os.path.join(root, "cells"), exist_ok=True)
-    with open(os.path.join(root, "cells", f"{name}.json"), "w") as f:
-        json.dump(rec, f, indent=2, sort_keys=True)
+    total = c.rl.steps
+    if stages and c.rl_optim.get("schedule", "cosine") != "constant":
+        raise ValueError(f"cell {name}: stages need a constant learning-rate schedule")
+    stages = [s for s in stages if s < total] + [total]
+    rec = {}
+    for s in stages:
+        c.rl.steps = s
+        cname = name if len(stages) == 1 else f"{name}_t{s}"
+        load0 = os.getloadavg()[0]
+        t0 = time.time()
+        out = run(c, workdir)
+        efile = os.path.join(workdir, "eval.npz")
+        if len(stages) > 1:
+            efile = os.path.join(workdir, f"eval_t{s}.npz")
+            shutil.copyfile(os.path.join(workdir, "eval.npz"), efile)
+        rec = {
+            "name": cname,
+            "base": name,
+            "stage": s,
+            "spec": spec if len(stages) == 1 else f"{spec}@{s}",
+            "minutes": (time.time() - t0) / 60,
+            "load_start": load0,
+            "load_end": os.getloadavg()[0],
+            "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+            "workdir": workdir,
+            "eval_file": efile,
+            **{k: v for k, v in out.items() if isinstance(v, (int, float))},
+        }
+        os.makedirs(os.path.join(root, "cells"), exist_ok=True)
+        with open(os.path.join(root, "cells", f"{cname}.json"), "w") as f:
+            json.dump(rec, f, indent=2, sort_keys=True)
     return rec
 
 
@@ -87,8 +123,7 @@ def over_control(rec: dict, ctl: dict) -> dict:
     """Paired bootstrap over prompts of the method's vs the control's after-RL scores."""
     from rl import evaluation as ev
 
-    a, b = np.load(os.path.join(rec["workdir"], "eval.npz")), None
-    b = np.load(os.path.join(ctl["workdir"], "eval.npz"))
+    a, b = np.load(eval_file(rec)), np.load(eval_file(ctl))
     out = {}
     for m, k in (("greedy", 100.0), ("pass1", 100.0), ("answer_ll", 1.0)):
         iv = ev.paired_bootstrap(ev.per_prompt(b[f"after_{m}"]), ev.per_prompt(a[f"after_{m}"]))
@@ -115,7 +150,15 @@ def summarise(root: str, out_name: str, title: str, notes: str) -> str:
                 f"{r[f'change/{key}_mean']:+.2f} [{r[f'change/{key}_lo']:+.2f}, "
                 f"{r[f'change/{key}_hi']:+.2f}]"
             )
-        ctl = recs.get(name + "_shuffle")
+        base, stage = r.get("base", name), r.get("stage")
+        ctl = next(
+            (
+                x
+                for x in recs.values()
+                if x.get("base", x["name"]) == base + "_shuffle" and x.get("stage") == stage
+            ),
+            None,
+        )
         if ctl is not None:
             row.update(over_control(r, ctl))
         rows.append(row)

@@ -35,6 +35,7 @@ METHODS = {
     "jepo_single": "jepo:reward=none,multi=0",
     "jepo_multi": "jepo:reward=none,multi=1",
 }
+TITLE = "JEPO (no verifier) vs GRPO/RLOO (exact match) on arithmetic, with shuffle controls"
 METRICS = (("greedy", 100.0, "points"), ("pass1", 100.0, "points"), ("answer_ll", 1.0, "nats"))
 
 
@@ -52,12 +53,20 @@ def load(root: str, name: str):
         return None
     with open(p) as f:
         rec = json.load(f)
-    with np.load(os.path.join(rec["workdir"], "eval.npz")) as z:
+    with np.load(rec.get("eval_file") or os.path.join(rec["workdir"], "eval.npz")) as z:
         rec["scores"] = {k: z[k] for k in z.files}
     return rec
 
 
-def summarise(root: str, seeds, methods, steps: int, notes: str = "") -> str:
+def summarise(
+    root: str,
+    seeds,
+    methods,
+    steps: int,
+    notes: str = "",
+    out: str = "jepo_vs_rl",
+    title: str = TITLE,
+) -> str:
     from rl import evaluation as ev
 
     rows, per_seed = [], []
@@ -96,7 +105,7 @@ def summarise(root: str, seeds, methods, steps: int, notes: str = "") -> str:
     over = md_table(rows, ["method", "seeds"] + [f"{m} gain vs ctl" for m, _, _ in METRICS])
     info = device_info()
     md = (
-        "# JEPO (no verifier) vs GRPO/RLOO (exact match) on arithmetic, with shuffle controls\n\n"
+        f"# {title}\n\n"
         f"Device: {info}\n\n"
         "One shared SFT warm start; every run from it with the configs' defaults (see "
         "configs/grpo.py, configs/jepo.py), equal sampled tokens per method. Held-out: the "
@@ -110,7 +119,7 @@ def summarise(root: str, seeds, methods, steps: int, notes: str = "") -> str:
         "Student-t 95% interval; NaN with one seed)\n\n"
         f"{over}\n\n{notes}\n"
     )
-    write_results("jepo_vs_rl", {"device": info, "per_seed": per_seed, "over_seeds": rows}, md)
+    write_results(out, {"device": info, "per_seed": per_seed, "over_seeds": rows}, md)
     return seed_table + "\n\n" + over
 
 
@@ -123,6 +132,8 @@ def main():
     ap.add_argument("--root", default="/tmp/arrl")
     ap.add_argument("--notes", default="", help="a file whose text is appended to the report")
     ap.add_argument("--summarise_only", action="store_true")
+    ap.add_argument("--out", default="jepo_vs_rl", help="bench/results/<out>.{md,json}")
+    ap.add_argument("--title", default="", help="the report's title (default: the comparison)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
@@ -136,7 +147,8 @@ def main():
                     if load(args.root, name) is None:
                         run_cell(spec, args.root)
     notes = open(args.notes).read() if args.notes else ""
-    print(summarise(args.root, seeds, methods, args.steps, notes))
+    kw = {"title": args.title} if args.title else {}
+    print(summarise(args.root, seeds, methods, args.steps, notes, args.out, **kw))
 
 
 if __name__ == "__main__":

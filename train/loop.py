@@ -63,9 +63,10 @@ def mean_metrics(updates: list[dict]) -> dict:
 
 
 def _start_of(resume: dict | None, ckpt: Checkpointer | None) -> int:
-    if resume is not None:
-        return int(resume.get("loop_step", 0))
-    # Compatibility for callers that restore by hand: checkpoints are saved at the loop step.
+    if resume is not None and "loop_step" in resume:
+        return int(resume["loop_step"])
+    # A checkpoint written before `loop_step` was recorded (or restored by hand): checkpoints are
+    # saved at the loop step, so the latest one's number is where the loop stands.
     latest = ckpt.latest_step() if ckpt is not None else None
     return int(latest or 0)
 

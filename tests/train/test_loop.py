@@ -161,3 +161,17 @@ def test_before_updates_runs_once_per_batch_and_metrics_are_the_mean_of_the_upda
     assert seen == [0, 3] and calls == [0, 1, 2, 3, 4, 5]
     rows = read_metrics(str(tmp_path / "metrics.jsonl"))
     assert [r["train/loss"] for r in rows] == [2.0, 5.0] and last["train/loss"] == 5.0
+
+
+def test_a_checkpoint_without_loop_step_resumes_at_its_own_step():
+    """Checkpoints written before `loop_step` was recorded resumed at 0 and retrained from the
+    restored weights; they now resume at the checkpoint's step (its number is the loop step)."""
+    from train.loop import _start_of
+
+    class Ckpt:
+        def latest_step(self):
+            return 300
+
+    assert _start_of({"stage": "sft"}, Ckpt()) == 300
+    assert _start_of({"loop_step": 7}, Ckpt()) == 7
+    assert _start_of(None, None) == 0
