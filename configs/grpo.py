@@ -12,10 +12,9 @@ Measured (seed 0, bench/results/grpo_sweep.md): sampled pass@1 50.6 -> 56.7%, **
 points**; greedy accuracy unchanged, -0.6 [-4.1, +2.7]; answer bound -0.31 [-0.72, +0.07] nats.
 The pass@1 gain grows with steps (+1.9 at 60, +4.2 at 120, +6.1 at 180): RL sharpens the
 sampling distribution toward what greedy decoding already gets right; it does not teach the
-model arithmetic that greedy decoding gets wrong. One seed; the shuffle control of the same run
-reached only 60 steps (there GRPO is +10.4 [+7.5, +12.9] pass@1 points above it: the control
-loses 8.4), so the 3-seed confirmation against the 180-step shuffle control is still open
-(issue 12). Time: RL 180 steps + 2 evaluations took 60 min on a 2-core CPU shared with ~20
+model arithmetic that greedy decoding gets wrong. Over the 180-step shuffled-reward control
+(same prompts and keys): pass@1 +20.1 [+16.9, +23.3], greedy +17.2 [+13.1, +21.5] points (the
+control drifts down 14.0 / 17.8). One seed: the 3-seed confirmation is still open (issue 12). Time: RL 180 steps + 2 evaluations took 60 min on a 2-core CPU shared with ~20
 runnable jobs (load 15-28); on an idle 2-core CPU ~6 s per step (~20 min); SFT ~5 min idle,
 ~27 min loaded. Shorter runs: `--config.rl.steps=60` (~7 min idle; pass@1 +1.9 [-0.3, +4.1]).
 
