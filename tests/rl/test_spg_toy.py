@@ -56,6 +56,11 @@ class Tabular(nnx.Module):
         return types.SimpleNamespace(logits=logits)
 
 
+def _loss(name, graphdef, **cfg):
+    """The registered objective's loss function, built through the objective contract."""
+    return objectives.get(name)(graphdef, cfg, mask_id=MASK).loss_fn
+
+
 def probs_theta(p_empty_other):
     p = np.asarray(p_empty_other, np.float64)
     return np.log(p / (1 - p)).astype(np.float32)
@@ -110,8 +115,7 @@ def test_negative_advantage_eubo_lowers_confident_elbo_lowers_unlikely():
     graphdef, params, rest = split_module(Tabular(theta))
     batch = negative_batch()
     for bound in ("eubo", "elbo"):
-        loss_fn = objectives.get("spg")(
-            graphdef, mask_id=MASK, bound=bound, beta=2.0, num_mc=1024, mask_mode="random",
+        loss_fn = _loss("spg", graphdef, bound=bound, beta=2.0, num_mc=1024, mask_mode="random",
             p_mask_prompt=0.0,
         )  # fmt: skip
 
@@ -167,9 +171,9 @@ def _per_key_grads(m=2, beta=1.5):
     graphdef, _, rest = split_module(Tabular(np.zeros((2, 2))))
     batch = negative_batch()
     losses = [
-        objectives.get("spg")(
+        _loss(
+            "spg",
             graphdef,
-            mask_id=MASK,
             bound=bound,
             beta=beta,
             omega=0.5,
@@ -283,10 +287,8 @@ def test_d1_loss_matches_hand_computation():
     = -0.5223533 (d1's sum / sum(mask)); clip fraction = mean(1/3, 1/2) = 0.4166667."""
     graphdef, params, rest = params_of(PI)
     _, old, _ = params_of(OLD)
-    loss_fn = jax.jit(
-        objectives.get("diffu_grpo")(graphdef, mask_id=MASK, clip_eps=0.5, kl_beta=0.04)
-    )
-    frozen = {"policy": rest, "old_params": old, "ref_params": old}
+    loss_fn = jax.jit(_loss("diffu_grpo", graphdef, clip_eps=0.5, kl_coef=0.04))
+    frozen = {"policy": rest, "old": old, "ref": old}
     ls, den, aux = loss_fn({"policy": params}, frozen, hand_batch(), jax.random.key(0))
     assert float(den) == 5.0
     assert np.isclose(float(ls / den), -0.5223533, atol=1e-6), float(ls / den)
@@ -302,7 +304,7 @@ def test_wd1_loss_matches_hand_computation():
     log-likelihoods: row 0 = 3 ln 0.5 = -2.079442, row 1 = ln 0.2 + ln 0.3 = -2.813411.
     Loss = 0.761594 * (2.079442 - 2.813411) = -0.558986, over 1 group."""
     graphdef, params, rest = params_of(PI)
-    loss_fn = jax.jit(objectives.get("wd1")(graphdef, mask_id=MASK, group_size=2))
+    loss_fn = jax.jit(_loss("wd1", graphdef, group_size=2))
     ls, den, _ = loss_fn({"policy": params}, {"policy": rest}, hand_batch(), jax.random.key(0))
     assert float(den) == 1.0
     assert np.isclose(float(ls), -0.558986, atol=1e-5), float(ls)
@@ -312,9 +314,7 @@ def test_zero_bound_ignores_negative_completions():
     """`bound=zero` (SPG without negatives, the table's SPG-zero row): a negative-advantage row
     contributes no loss and no gradient; a positive one still does (ELBO)."""
     graphdef, params, rest = split_module(Tabular(probs_theta(P0)))
-    loss_fn = objectives.get("spg")(
-        graphdef, mask_id=MASK, bound="zero", num_mc=2, mask_mode="random", p_mask_prompt=0.0
-    )
+    loss_fn = _loss("spg", graphdef, bound="zero", num_mc=2, mask_mode="random", p_mask_prompt=0.0)
     batch = negative_batch()
 
     @jax.jit
