@@ -143,6 +143,7 @@ def test_every_tiny_config_on_mesh_equals_one_device(all_configs_on_mesh, name):
     _assert_same_result(name, one[name], many[name])
 
 
+@pytest.mark.slow  # 108 s on the shared CPU; the every-config mesh test above covers fred too
 def test_fred_tiny_on_mesh_equals_one_device(tmp_path_factory):
     # The make-test representative: central training, DP moments and vmapped FedAdam clients.
     one, many = _both(tmp_path_factory, ["fred"])
