@@ -24,6 +24,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from data import tasks
+from data.source import to_example  # noqa: F401  (the record -> example conversion)
 
 _VERSION = tfds.core.Version("1.0.0")
 _FEATURES = {
@@ -125,16 +126,3 @@ def build(task: str, data_dir: str, config: str = "small") -> tfds.core.DatasetB
     builder = BUILDERS[task](config=config, data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare()
     return builder
-
-
-def to_example(record: dict[str, Any]) -> dict[str, Any]:
-    """Converts a `tfds.data_source` record (bytes, numpy) back to a plain task example dict."""
-    out = {}
-    for k, v in record.items():
-        if isinstance(v, bytes):
-            out[k] = v.decode("utf-8")
-        elif isinstance(v, np.ndarray | list):
-            out[k] = [int(x) for x in v]
-        else:
-            out[k] = int(v)
-    return out

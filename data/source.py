@@ -171,7 +171,8 @@ def build(
     return builder
 
 
-def _to_example(record: dict[str, Any]) -> dict[str, Any]:
+def to_example(record: dict[str, Any]) -> dict[str, Any]:
+    """A data-source record (bytes, numpy) as a plain task example dict."""
     out = {}
     for k, v in record.items():
         if isinstance(v, bytes):
@@ -196,7 +197,7 @@ def examples(
     builder = build(task, split, num, seed, task_kwargs, root, path)
     # What `tfds.data_source(name)` returns, from the (unregistered, per-config) builder itself.
     source = builder.as_data_source(split=split)
-    return grain.MapDataset.source(source).map(_to_example)
+    return grain.MapDataset.source(source).map(to_example)
 
 
 class SourcedTask:
