@@ -22,7 +22,9 @@ warm start (150 SFT steps, 38%) gains nothing greedy (-0.1) while its sampled pa
 sharpens the sampled policy towards what greedy decoding already does; without the KL the update
 drifts down (pre-SUBS: -3.6 at lr 3e-4), and 100 steps gained no more than 40 (pre-SUBS,
 `spg_sweep_pre_subs.md`). Cost: 203 CPU-seconds in all (SFT ~70; 40 RL steps and both evaluations
-~130); 9-11 min wall on the shared 2-core CPU at load 15-23 (not measured idle).
+~130); 9-11 min wall on the shared 2-core CPU at load 15-23. `make run` on the final code (fused
+projections: same function, different float rounding): 158 CPU-s, 2m45s wall, seed 0 +1.3
+[+0.1, +2.5] (same 55.2% warm start).
 Older record (600-step warm start at 70.6%, lr 1e-5, 16 x 6, µ 2, m 4): +0.5 +- 1.1 points over
 3 seeds; Mix/EUBO negatives drift more than ELBO ones; prompt masking hides digits the warm start
 always saw, so it is off; the paper's Mix / m 2 / prompt masking are the `llada8b` settings.
