@@ -14,7 +14,8 @@ The pass@1 gain grows with steps (+1.9 at 60, +4.2 at 120, +6.1 at 180): RL shar
 sampling distribution toward what greedy decoding already gets right; it does not teach the
 model arithmetic that greedy decoding gets wrong. Over the 180-step shuffled-reward control
 (same prompts and keys): pass@1 +20.1 [+16.9, +23.3], greedy +17.2 [+13.1, +21.5] points (the
-control drifts down 14.0 / 17.8). One seed: the 3-seed confirmation is still open (issue 12). Time: RL 180 steps + 2 evaluations took 60 min on a 2-core CPU shared with ~20
+control drifts down 14.0 / 17.8). One seed: the 3-seed confirmation is still open (issue 12).
+Time: RL 180 steps + 2 evaluations took 60 min on a 2-core CPU shared with ~20
 runnable jobs (load 15-28); on an idle 2-core CPU ~6 s per step (~20 min); SFT ~5 min idle,
 ~27 min loaded. Shorter runs: `--config.rl.steps=60` (~7 min idle; pass@1 +1.9 [-0.3, +4.1]).
 
