@@ -100,9 +100,23 @@ def _builder_class():
 _BUILDER = None
 
 
+def _task_code(task: str, task_kwargs: dict) -> str:
+    """The source of the task's class (empty when unavailable): part of a build's key, so a
+    changed generator (e.g. a task registered in a notebook and then edited) builds afresh
+    instead of reading examples its old code wrote."""
+    import inspect
+
+    from data import tasks
+
+    try:
+        return inspect.getsource(type(tasks.get(task, **(task_kwargs or {}))))
+    except (OSError, TypeError, KeyError, ValueError):
+        return ""
+
+
 def config_name(task: str, task_kwargs: dict, split: str, num: int, seed: int) -> str:
     kw = json.dumps(task_kwargs or {}, sort_keys=True)
-    digest = hashlib.sha1(kw.encode()).hexdigest()[:8]
+    digest = hashlib.sha1((kw + _task_code(task, task_kwargs)).encode()).hexdigest()[:8]
     return f"{task}_{split}_n{num}_s{seed}_{digest}"
 
 

@@ -90,3 +90,12 @@ def test_file_backed_tasks_convert_once_into_the_same_format(root, name, tmp_pat
     assert t.load(str(edited), "test") == want[:1]  # another file content: converted again
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
         t.load(str(tmp_path / "missing.jsonl"), "test")
+
+
+def test_an_edited_task_generator_builds_afresh(root, monkeypatch):
+    """The build key includes the task class's source, so editing a registered task's generator
+    (as in the bring-your-own-task notebook) never reads the examples its old code wrote."""
+    name = source.config_name("sudoku4", {}, "train", 8, 0)
+    assert name == source.config_name("sudoku4", {}, "train", 8, 0)
+    monkeypatch.setattr(source, "_task_code", lambda task, kw: "edited generator")
+    assert source.config_name("sudoku4", {}, "train", 8, 0) != name
