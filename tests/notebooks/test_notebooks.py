@@ -99,14 +99,8 @@ def kernel_dir(tmp_path_factory):
     return str(d)
 
 
-# The quickstart runs in `make test`; the other three (about 25 s each on 2 cores) in
-# `make test-all`, to keep the default suite near its time budget.
-_NOTEBOOK_PARAMS = [
-    pytest.param(s, marks=() if "quickstart" in s else pytest.mark.slow) for s in SOURCES
-]
-
-
-@pytest.mark.parametrize("src", _NOTEBOOK_PARAMS, ids=os.path.basename)
+# Every notebook runs in `make test` (issue 20): together 15-25 s each on 2 cores at tiny size.
+@pytest.mark.parametrize("src", SOURCES, ids=os.path.basename)
 def test_notebook_runs_tiny(src, kernel_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_PATH", kernel_dir)
     monkeypatch.setenv("LMRL_NOTEBOOK_TINY", "1")
