@@ -82,3 +82,23 @@ def md_table(rows: list[dict], cols: list[str]) -> str:
             cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def run_spg_cell(config, workdir: str, shared_sft: str) -> dict:
+    """`rl.run_spg.run(config, workdir)` with the SFT warm start shared through `workdir/sft`
+    (a symlink to `shared_sft`, trained by the first cell that needs it); adds the cell's wall
+    time and CPU-seconds (all threads: on a shared machine the wall time says little)."""
+    import time
+
+    from rl.run_spg import run
+
+    os.makedirs(shared_sft, exist_ok=True)
+    os.makedirs(workdir, exist_ok=True)
+    link = os.path.join(workdir, "sft")
+    if not os.path.exists(link):
+        os.symlink(os.path.abspath(shared_sft), link)
+    t0, c0 = time.time(), time.process_time()
+    out = run(config, workdir)
+    out["wall_s"] = time.time() - t0
+    out["cpu_s"] = time.process_time() - c0
+    return out

@@ -23,9 +23,8 @@ import argparse
 import ast
 import json
 import os
-import time
 
-from bench.common import RESULTS, device_info, md_table, write_results
+from bench.common import RESULTS, device_info, md_table, run_spg_cell, write_results
 
 
 def parse_cell(spec: str) -> tuple[str, dict]:
@@ -58,7 +57,6 @@ def cell_dir(root, name, *, variant, seed, sft_steps) -> str:
 def run_cell(name, overrides, *, variant, seed, sft_steps, steps, root, report_only=False):
     """Runs (or reads back) one cell; None when `report_only` and the cell has no result."""
     from configs import spg as spg_config
-    from rl.run_spg import run
 
     wd = cell_dir(root, name, variant=variant, seed=seed, sft_steps=sft_steps)
     res = os.path.join(wd, "result.json")
@@ -72,17 +70,7 @@ def run_cell(name, overrides, *, variant, seed, sft_steps, steps, root, report_o
     c.rl.steps = steps
     c.rl.eval_every = 0
     apply(c, overrides)
-    shared = os.path.join(root, f"sft{sft_steps}_seed{seed}_{c.task}")
-    os.makedirs(shared, exist_ok=True)
-    os.makedirs(wd, exist_ok=True)
-    link = os.path.join(wd, "sft")
-    if not os.path.exists(link):
-        os.symlink(os.path.abspath(shared), link)
-    t0, c0 = time.time(), time.process_time()
-    out = run(c, wd)
-    out["wall_s"] = time.time() - t0
-    # CPU-seconds of this process (all threads): on a shared machine the wall time says little.
-    out["cpu_s"] = time.process_time() - c0
+    out = run_spg_cell(c, wd, os.path.join(root, f"sft{sft_steps}_seed{seed}_{c.task}"))
     out["load1"] = os.getloadavg()[0]
     out["overrides"] = overrides
     out["rl_steps"] = steps

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from bench.common import RESULTS, device_info, md_table, write_results
+from bench.common import RESULTS, device_info, md_table, run_spg_cell, write_results
 
 CONTROL = "Control-shuffle"
 METHODS = {
@@ -51,7 +51,6 @@ def cell_dir(root: str, task: str, method: str, seed: int, rl_steps: int | None)
 def run_cell(task: str, method: str, seed: int, rl_steps: int | None, root: str) -> dict:
     """Runs (or reads back) one cell; returns its result dict (with its `seed`)."""
     from configs import spg as spg_config
-    from rl.run_spg import run
 
     wd = cell_dir(root, task, method, seed, rl_steps)
     res_path = os.path.join(wd, "result.json")
@@ -65,17 +64,7 @@ def run_cell(task: str, method: str, seed: int, rl_steps: int | None, root: str)
     if rl_steps is not None:
         config.rl.steps = rl_steps
     config.rl.eval_every = 0  # before/after only: the table needs no curve, and it halves eval time
-    shared = os.path.join(root, task, f"sft_seed{seed}")
-    os.makedirs(shared, exist_ok=True)
-    os.makedirs(wd, exist_ok=True)
-    link = os.path.join(wd, "sft")
-    if not os.path.exists(link):
-        os.symlink(os.path.abspath(shared), link)
-    t0, c0 = time.time(), time.process_time()
-    out = run(config, wd)
-    out["wall_s"] = time.time() - t0
-    # CPU-seconds of this process (all threads): on a shared machine the wall time says little.
-    out["cpu_s"] = time.process_time() - c0
+    out = run_spg_cell(config, wd, os.path.join(root, task, f"sft_seed{seed}"))
     with open(res_path, "w") as f:
         json.dump(out, f, indent=2, sort_keys=True)
     return {"seed": seed, **out}
