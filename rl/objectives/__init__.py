@@ -12,8 +12,11 @@ trainer's contract `(params, frozen, batch, rng) -> (loss_sum, denom, aux)`, and
 the frozen copies of the policy the loss reads from `frozen`: `ref` (the policy at the start of RL,
 kept fixed) and `old` (the policy that sampled the current batch, refreshed before each step's µ
 updates). Runners build those from the declaration (`initial_frozen`, `make_refresh_old`) and
-never branch on the objective's name. Each method logs under its own namespace (`spg/`, `d1/`,
-`wd1/`, `jepo/`; GRPO/RLOO's ratio and KL under `rl/`); `plot_keys` are the ones worth plotting.
+never branch on the objective's name. Each method logs every loss metric under its own namespace,
+declared with `@register(..., namespace=)` (default: the objective's name): `spg/` (also
+`spg_elbo`, `spg_no_neg`), `d1/` (`diffu_grpo`), `wd1/`, `grpo/`, `rloo/` (the GRPO loss
+registered as RLOO logs as its own method), `jepo/`, `aipo/`; runners' host statistics (rewards,
+mixed groups, skipped updates) stay under `rl/`. `plot_keys` are the ones worth plotting.
 
 `build(rl_config, graphdef, ...)` is how runners get one: it checks that every key of the config's
 `rl` section is a field of the runner or of some registered objective (a misspelt field fails
@@ -46,6 +49,7 @@ BATCH_KINDS = ("rewards", "answer_likelihood")
 _REGISTRY: dict[str, Callable] = {}
 _FIELDS: dict[str, dict] = {}
 _BATCH: dict[str, str] = {}
+_NAMESPACE: dict[str, str] = {}
 
 # name -> module that registers it (imported on first use).
 _MODULES = {
@@ -80,11 +84,12 @@ def _suggest(key: str, known: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def register(name: str, *, fields: Mapping, batch: str = "rewards"):
+def register(name: str, *, fields: Mapping, batch: str = "rewards", namespace: str = ""):
     """Decorator: registers an objective factory under `name` with its fields and defaults.
 
     The registered callable validates `cfg` against `fields`, fills the defaults, and calls the
-    factory with the complete dict. `batch` (one of `BATCH_KINDS`) says what the rollouts build.
+    factory with the complete dict. `batch` (one of `BATCH_KINDS`) says what the rollouts build;
+    `namespace` (default `name`) is the prefix of every metric its loss logs (`<namespace>/...`).
     """
     fields = dict(fields)
     if batch not in BATCH_KINDS:
@@ -113,6 +118,7 @@ def register(name: str, *, fields: Mapping, batch: str = "rewards"):
         _REGISTRY[name] = factory
         _FIELDS[name] = fields
         _BATCH[name] = batch
+        _NAMESPACE[name] = namespace or name
         return fn
 
     return deco
@@ -141,6 +147,12 @@ def batch_kind(name: str) -> str:
     """What the rollouts build for objective `name` (one of `BATCH_KINDS`)."""
     get(name)
     return _BATCH[name]
+
+
+def namespace(name: str) -> str:
+    """The metric namespace of objective `name`: its loss logs only `<namespace>/...` keys."""
+    get(name)
+    return _NAMESPACE[name]
 
 
 def names() -> list[str]:

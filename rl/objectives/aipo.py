@@ -120,7 +120,7 @@ def make_aipo_loss(graphdef, cfg=None, role: str = "policy"):
         if c["kl_coef"] and ref_lp is not None:
             kl = kl_per_token(logp, ref_lp, c["kl_estimator"])
             loss_bt = loss_bt + c["kl_coef"] * kl
-            aux["rl/kl"] = jnp.sum(kl * w) / jnp.maximum(jnp.sum(w), 1.0)
+            aux["aipo/kl"] = jnp.sum(kl * w) / jnp.maximum(jnp.sum(w), 1.0)
         loss_sum, denom = normalise(loss_bt, w, c["loss_norm"], c["max_new_tokens"])
         return loss_sum, denom, aux
 

@@ -98,7 +98,7 @@ def make_diffu_grpo_loss(
     return loss_fn
 
 
-@register("diffu_grpo", fields=FIELDS)
+@register("diffu_grpo", fields=FIELDS, namespace="d1")
 def diffu_grpo(graphdef, cfg, *, mask_id=None, role="policy"):
     """d1: snapshots `old` (the sampling policy) and, with a KL, `ref` (the warm start)."""
     if mask_id is None:

@@ -75,13 +75,14 @@ def ref_logprobs(graphdef, frozen, batch, role: str = "policy"):
     return score_tokens(ref, batch["tokens"], batch["mask"])
 
 
-def make_grpo_loss(graphdef, cfg=None, role: str = "policy"):
+def make_grpo_loss(graphdef, cfg=None, role: str = "policy", namespace: str = "grpo"):
     """GRPO loss `(params, frozen, batch, rng) -> (loss_sum, denom, aux)`.
 
     Args:
       graphdef: the policy's NNX graph definition.
       cfg: dict/ConfigDict overriding `DEFAULTS` (the registered factories reject other keys).
       role: the params/frozen role holding the policy.
+      namespace: the metric prefix (`grpo`, or `rloo` for the RLOO registration).
     """
     c = {**DEFAULTS, **{k: v for k, v in dict(cfg or {}).items() if k in DEFAULTS}}
 
@@ -95,32 +96,34 @@ def make_grpo_loss(graphdef, cfg=None, role: str = "policy"):
         )
         loss_bt = pg
         ntok = jnp.maximum(jnp.sum(w), 1.0)
-        aux = {"rl/clip_frac": jnp.sum(was_clipped * w) / ntok}
+        aux = {f"{namespace}/clip_frac": jnp.sum(was_clipped * w) / ntok}
         ref_lp = ref_logprobs(graphdef, frozen, batch, role)
         if c["kl_coef"] and ref_lp is not None:
             kl = kl_per_token(logp, ref_lp, c["kl_estimator"])
             loss_bt = loss_bt + c["kl_coef"] * kl
-            aux["rl/kl"] = jnp.sum(kl * w) / ntok
+            aux[f"{namespace}/kl"] = jnp.sum(kl * w) / ntok
         loss_sum, denom = normalise(loss_bt, w, c["loss_norm"], c["max_new_tokens"])
         return loss_sum, denom, aux
 
     return loss_fn
 
 
-def _objective(graphdef, cfg, role) -> Objective:
+def _objective(graphdef, cfg, role, ns: str) -> Objective:
     snapshots = ("ref",) if cfg["kl_coef"] else ()
-    return Objective(make_grpo_loss(graphdef, cfg, role), snapshots, ("rl/kl", "rl/clip_frac"))
+    loss_fn = make_grpo_loss(graphdef, cfg, role, ns)
+    return Objective(loss_fn, snapshots, (f"{ns}/kl", f"{ns}/clip_frac"))
 
 
 @register("grpo", fields=DEFAULTS)
 def grpo(graphdef, cfg, *, mask_id=None, role="policy"):
     """GRPO; declares the `ref` snapshot when `kl_coef > 0`."""
     del mask_id
-    return _objective(graphdef, cfg, role)
+    return _objective(graphdef, cfg, role, "grpo")
 
 
 @register("rloo", fields={**DEFAULTS, "loss_norm": "constant"})
 def rloo(graphdef, cfg, *, mask_id=None, role="policy"):
-    """RLOO: the runner pairs it with the leave-one-out advantage; sum over tokens (REINFORCE)."""
+    """RLOO: the runner pairs it with the leave-one-out advantage; sum over tokens (REINFORCE).
+    The GRPO loss, logged under `rloo/` (a method of its own in configs and benchmarks)."""
     del mask_id
-    return _objective(graphdef, cfg, role)
+    return _objective(graphdef, cfg, role, "rloo")

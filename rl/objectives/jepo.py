@@ -208,7 +208,7 @@ def make_jepo_loss(graphdef, cfg=None, role: str = "policy"):
         if c["kl_coef"] and ref_lp is not None:
             kl = kl_rows(lp, ref_lp, cot_w, c["kl_estimator"])
             per_group = per_group + c["kl_coef"] * jnp.mean(groups(kl), 1)
-            aux["rl/kl"] = jnp.sum(kl) / jnp.maximum(jnp.sum(cot_w), 1.0)
+            aux["jepo/kl"] = jnp.sum(kl) / jnp.maximum(jnp.sum(cot_w), 1.0)
         return jnp.sum(per_group), jnp.asarray(per_group.shape[0], jnp.float32), aux
 
     return loss_fn
@@ -224,4 +224,4 @@ def jepo(graphdef, cfg, *, mask_id=None, role="policy"):
     """JEPO; declares the `ref` snapshot when `kl_coef > 0`."""
     del mask_id
     snapshots = ("ref",) if cfg["kl_coef"] else ()
-    return Objective(make_jepo_loss(graphdef, cfg, role), snapshots, ("jepo/bound", "rl/kl"))
+    return Objective(make_jepo_loss(graphdef, cfg, role), snapshots, ("jepo/bound", "jepo/kl"))

@@ -173,13 +173,13 @@ def spg(graphdef, cfg, *, mask_id=None, role="policy"):
     return _objective(graphdef, cfg, mask_id, role, cfg["bound"])
 
 
-@register("spg_elbo", fields=_FIXED_BOUND)
+@register("spg_elbo", fields=_FIXED_BOUND, namespace="spg")
 def spg_elbo(graphdef, cfg, *, mask_id=None, role="policy"):
     """SPG with the ELBO for every advantage."""
     return _objective(graphdef, cfg, mask_id, role, "elbo")
 
 
-@register("spg_no_neg", fields=_FIXED_BOUND)
+@register("spg_no_neg", fields=_FIXED_BOUND, namespace="spg")
 def spg_no_neg(graphdef, cfg, *, mask_id=None, role="policy"):
     """SPG without a term for negative advantages (the paper's "zero" ablation)."""
     return _objective(graphdef, cfg, mask_id, role, "zero")

@@ -76,7 +76,7 @@ def test_loss_golden_at_ratio_one(setup):
     ntok = np.asarray(batch["score_mask"]).sum(1)  # [4, 4, 4, 2]
     expect = -(np.asarray(batch["adv"]) * ntok).sum()
     np.testing.assert_allclose(ls, expect, rtol=1e-5)
-    assert float(den) == ntok.sum() and float(aux["rl/clip_frac"]) == 0.0
+    assert float(den) == ntok.sum() and float(aux["grpo/clip_frac"]) == 0.0
 
 
 def test_equal_rewards_zero_gradient(setup):
@@ -110,9 +110,9 @@ def test_kl_term_with_reference(setup):
     fz = dict(frozen, ref=jax.tree.map(lambda x: x + 0.05, params["policy"]))
     loss_fn = objectives.get("grpo")(graphdef, {"kl_coef": 0.1, "kl_estimator": "k3"}).loss_fn
     _, _, aux = jax.jit(loss_fn)(params, fz, batch, None)
-    assert float(aux["rl/kl"]) > 0
+    assert float(aux["grpo/kl"]) > 0
     _, _, aux0 = jax.jit(loss_fn)(params, dict(frozen, ref=params["policy"]), batch, None)
-    assert abs(float(aux0["rl/kl"])) < 1e-6
+    assert abs(float(aux0["grpo/kl"])) < 1e-6
 
 
 def test_every_registered_objective_imports():

@@ -114,26 +114,57 @@ def _sgd():
     return optax.sgd(0.1)
 
 
-def test_d1_and_wd1_log_under_their_own_namespace(tiny):
-    graphdef, params, rest = tiny
-    b, g, p = 4, 6, 5
-    batch = {
-        "prompt": jnp.ones((b, p), jnp.int32),
-        "prompt_mask": jnp.ones((b, p), bool),
-        "completion": jnp.ones((b, g), jnp.int32),
-        "valid": jnp.ones((b, g), bool),
-        "advantage": jnp.zeros((b,)),
-        "row_mask": jnp.ones((b,), bool),
+# The batch layout each registered objective's loss reads: masked-diffusion completions, or
+# AR rows (GRPO's layout plus JEPO's [x, c, a*] masks). A new objective must be listed here.
+_DIFFUSION = {"spg", "spg_elbo", "spg_no_neg", "diffu_grpo", "wd1"}
+_AR = {"grpo", "rloo", "aipo", "jepo"}
+
+
+def _batch(name: str) -> dict:
+    b, g, p, t = 4, 6, 5, 8
+    if name in _DIFFUSION:
+        return {
+            "prompt": jnp.ones((b, p), jnp.int32),
+            "prompt_mask": jnp.ones((b, p), bool),
+            "completion": jnp.ones((b, g), jnp.int32),
+            "valid": jnp.ones((b, g), bool),
+            "advantage": jnp.zeros((b,)),
+            "row_mask": jnp.ones((b,), bool),
+        }
+    half = jnp.broadcast_to(jnp.arange(t) >= t // 2, (b, t))
+    return {
+        "tokens": jnp.ones((b, t), jnp.int32),
+        "mask": jnp.ones((b, t), bool),
+        "score_mask": half,
+        "old_logp": jnp.zeros((b, t)),
+        "adv": jnp.zeros((b,)),
+        "cot_mask": half,
+        "ans_mask": ~half,
+        "valid": jnp.ones((b,), bool),
+        "bound_w": jnp.ones((b,)),
     }
-    for name, ns in (("diffu_grpo", "d1/"), ("wd1", "wd1/"), ("spg", "spg/")):
-        obj = objectives.get(name)(graphdef, {"group_size": 2} if name != "diffu_grpo" else {},
-                                   mask_id=MASK)  # fmt: skip
+
+
+def test_every_objective_logs_only_under_its_own_namespace(tiny):
+    """One namespace per method (`spg/`, `d1/`, `wd1/`, `grpo/`, `rloo/`, `aipo/`, `jepo/`): no
+    loss metric under the runners' `rl/`, every plot key among the logged ones. With a KL (where
+    the objective has one), so the KL metric is checked too."""
+    graphdef, params, rest = tiny
+    assert set(objectives.names()) == _DIFFUSION | _AR, "classify the new objective's batch"
+    expect = {"diffu_grpo": "d1", "spg_elbo": "spg", "spg_no_neg": "spg"}
+    for name in objectives.names():
+        ns = objectives.namespace(name)
+        assert ns == expect.get(name, name), name
+        fields = objectives.fields(name)
+        cfg = {k: v for k, v in (("group_size", 2), ("kl_coef", 0.1)) if k in fields}
+        obj = objectives.get(name)(graphdef, cfg, mask_id=MASK)
         frozen = objectives.initial_frozen(obj, params, {"policy": rest})
         _, _, aux = jax.eval_shape(
-            obj.loss_fn, {"policy": params}, frozen, batch, jax.random.key(0)
+            obj.loss_fn, {"policy": params}, frozen, _batch(name), jax.random.key(0)
         )
-        assert aux and all(k.startswith(ns) for k in aux), (name, sorted(aux))
-        assert all(k in aux for k in obj.plot_keys), name
+        assert aux and all(k.startswith(ns + "/") for k in aux), (name, sorted(aux))
+        assert f"{ns}/kl" in aux or "kl_coef" not in fields, (name, sorted(aux))
+        assert all(k in aux for k in obj.plot_keys), (name, obj.plot_keys)
 
 
 def test_runners_do_not_name_objectives_or_import_the_arithmetic_task():
