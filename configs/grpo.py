@@ -136,4 +136,8 @@ def get_config(arg=None):
     c.rl.advantage = v["advantage"] or ADVANTAGE_FOR[v["objective"]]
     c.rl.loss_norm = v["loss_norm"]
     c.rl.kl_coef = v["kl"]
+    # A step whose every advantage is exactly 0 (all groups flat) makes no update: params and
+    # Adam state unchanged (its gradient would be only the KL term), `rl/skipped_updates` 1.
+    # GRPO/RLOO only: JEPO's advantages are not rewards; LlamaRL's loop does not read it.
+    c.rl.skip_flat_batches = True
     return c

@@ -79,3 +79,18 @@ def check(name: str) -> str:
 def compute(name: str, r_bn, valid_bn=None, *, xp=jnp):
     """Advantages [B, n] by estimator `name` (one of `ESTIMATORS`), in array module `xp`."""
     return ESTIMATORS[check(name)](r_bn, valid_bn, xp=xp)
+
+
+def skip_flat(batch: dict, metrics: dict, adv, enabled: bool) -> tuple[dict | None, dict]:
+    """A collect's `(batch, metrics)`, with batch None when `enabled` and every advantage in
+    `adv` (host numpy, [B]) is exactly zero: no reward signal, so `train.loop.fit` skips the
+    step's updates (parameters and optimizer state unchanged). `rl/skipped_updates` is 1 then,
+    else 0.
+
+    Why (`rl.skip_flat_batches`): with every group flat, the gradient is only the KL term (fp32
+    noise while the policy equals its reference), which Adam normalises into a full
+    learning-rate-sized step, and its momentum keeps moving the weights after the signal is gone.
+    Skipping also drops that batch's KL pull towards the reference.
+    """
+    skip = bool(enabled) and not np.any(np.asarray(adv))
+    return (None if skip else batch), {**metrics, "rl/skipped_updates": float(skip)}

@@ -14,7 +14,9 @@ updates; `shuffle` permutes the rewards (GRPO/RLOO) or the answer log-likelihood
 samples (JEPO) within each group with `control_rng(rl_seed, step)`, so every group keeps its reward
 multiset while the link between a completion and its reward is lost (JEPO's β_sup bound term
 still sees the true answer). `rl.drop_zero_var` removes groups whose rewards are all equal from
-the loss (DAPO, arXiv:2503.14476; shapes stay static: their rows get zero weight).
+the loss (DAPO, arXiv:2503.14476; shapes stay static: their rows get zero weight);
+`rl.skip_flat_batches` skips the whole update of a GRPO/RLOO step whose every advantage is zero
+(`rl.advantages.skip_flat`; logged as `rl/skipped_updates`).
 
 Rollouts are a pure function of (parameters, step): prompts and the sampling key are derived from
 the step, so a resumed run repeats exactly the rollouts the uninterrupted run would have made.
@@ -57,6 +59,7 @@ RUNNER_FIELDS = (
     "eval_samples",
     "control",
     "drop_zero_var",
+    "skip_flat_batches",
     "max_prompt_len",
     "max_new_tokens",
     "max_answer_tokens",
@@ -292,9 +295,14 @@ def run(config, workdir: str) -> dict[str, float]:
     ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=config.keep_checkpoints)
     state, extra, resumed = rt.restore(ckpt, state)
 
+    # JEPO's batches carry answer log-likelihoods, not reward advantages: never skipped.
+    skip = roll.kind == "rewards" and rc.get("skip_flat_batches", False)
+
     def collect(st, step):
         batch, stats = roll.batch(st, step)
-        return rt.put(batch), stats
+        if roll.kind == "rewards":
+            batch, stats = adv_lib.skip_flat(batch, stats, batch["adv"], skip)
+        return (None if batch is None else rt.put(batch)), stats
 
     state, last = fit(
         state,

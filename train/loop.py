@@ -7,10 +7,18 @@ that batch). Because the batch is a pure function of (state, step), the data pos
 step; it is stored in each checkpoint's `extra` as `loop_step` (with the last logged `metrics`),
 and a resumed run restarts from that loop step, never from the optimizer's update count, so an
 interrupted run reads the batches and RNG it would have read and ends with the same numbers.
+
+A collect may return `(None, metrics)`: the step carries nothing to learn from (RL: every
+advantage of the rollouts is exactly zero, `rl.skip_flat_batches`). Then no update runs: the
+parameters, optimizer state and RNG stay bitwise unchanged, `state.step` still advances by µ
+(it counts update calls, skipped ones included) and the loop moves on to the next step. Without
+this, Adam turns a gradient that is only fp32 noise (or only the KL term) into a full
+learning-rate-sized step, and its momentum keeps moving the weights.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 
@@ -56,10 +64,23 @@ def writer_offset(writer) -> int | None:
 
 
 def mean_metrics(updates: list[dict]) -> dict:
-    """The metrics of µ update calls: the one dict when µ = 1, else the mean of each value."""
+    """The metrics of µ update calls: the one dict when µ = 1, else the mean of each value
+    (empty when the step's updates were skipped)."""
+    if not updates:
+        return {}
     if len(updates) == 1:
         return updates[0]
     return {k: float(np.mean([jax.device_get(u[k]) for u in updates])) for k in updates[0]}
+
+
+@functools.cache
+def _adder(n: int, sharding):
+    return jax.jit(lambda s: s + n, out_shardings=sharding)
+
+
+def advance_step(state, n: int):
+    """`state` with `step + n` and everything else unchanged (a skipped loop step's updates)."""
+    return state.replace(step=_adder(n, getattr(state.step, "sharding", None))(state.step))
 
 
 def _start_of(resume: dict | None, ckpt: Checkpointer | None) -> int:
@@ -95,7 +116,8 @@ def fit(
 
     Args:
       state: TrainState (fresh, or restored together with `resume`).
-      collect: `(state, step) -> (batch, host_metrics)`; deterministic in (state, step).
+      collect: `(state, step) -> (batch, host_metrics)`; deterministic in (state, step). A batch
+        of None skips the step's updates (and `before_updates`); see the module docstring.
       updates_per_step: µ, the number of `update_fn` calls on each collected batch.
       update_fn: jitted `(state, batch) -> (state, metrics)`.
       num_steps: total loop steps for this stage.
@@ -149,10 +171,12 @@ def fit(
     bar = progress_bar(num_steps, min(start, num_steps), desc)
     for step in range(start, num_steps):
         batch, host = collect(state, step)
-        if before_updates is not None:
-            state = before_updates(state)
         updates = []
-        for i in range(updates_per_step):
+        if batch is None:  # nothing to learn from: no update, the optimizer state untouched
+            state = advance_step(state, updates_per_step)
+        elif before_updates is not None:
+            state = before_updates(state)
+        for i in range(updates_per_step if batch is not None else 0):
             state, m = update_fn(state, batch)
             updates.append(m)
             guard.add(step * updates_per_step + i + 1, m.get("train/skipped"))

@@ -4,7 +4,10 @@
 prompt batch split over (data, fsdp) return the same tokens as on one device (greedy and
 sampled, equal keys). `fed`: the vmap backend with the client axis on the mesh returns the
 same aggregate as on one device, and its per-client outputs are split over the mesh.
-Prints one JSON line.
+`spg_update`: two SPG updates (k3 KL, AdamW) on a batch with non-zero advantages, state created
+sharded on mesh (2,2,2) through `Runtime`, end at the 1-device parameters and metrics (fp32
+rounding). `:tiny` runs cannot show this: their untrained model earns no reward, every group is
+flat and `rl.skip_flat_batches` skips the update. Prints one JSON line.
 """
 
 import json
@@ -110,5 +113,65 @@ def fed() -> dict:
     return {"max_abs_diff": diff, "personal_spec": str(many[2]["b"].sharding.spec)}
 
 
+def spg_update() -> dict:
+    from flax import nnx
+
+    from models.transformer import Transformer, TransformerConfig
+    from rl import objectives
+    from train.optim import make_optimizer
+    from train.runtime import Runtime
+    from train.state import TrainState, split_module
+
+    cfg = TransformerConfig(
+        vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_len=32,
+        causal=False,
+    )  # fmt: skip
+    graphdef, params, rest = split_module(Transformer(cfg, rngs=nnx.Rngs(0)))
+    fields = {"kl_coef": 0.05, "group_size": 4, "bound": "mix", "mask_block_len": 4}
+    obj = objectives.get("spg")(graphdef, fields, mask_id=3)
+    tx = make_optimizer({"lr": 1e-3, "schedule": "constant", "warmup_steps": 0, "b2": 0.99})
+    rng = np.random.default_rng(0)
+    batch = {
+        "prompt": rng.integers(4, 64, (8, 6)).astype(np.int32),
+        "prompt_mask": np.ones((8, 6), bool),
+        "completion": rng.integers(4, 64, (8, 8)).astype(np.int32),
+        "valid": np.ones((8, 8), bool),
+        "advantage": rng.normal(size=8).astype(np.float32),
+        "row_mask": np.ones(8, bool),
+    }
+
+    def init(params, rest):
+        frozen = objectives.initial_frozen(obj, params, {"policy": rest})
+        return TrainState.create({"policy": params}, tx, jax.random.key(1), frozen=frozen)
+
+    def train(rt):
+        state = rt.create_state(init, params, rest)
+        update = rt.update_step(obj.loss_fn, tx)
+        for _ in range(2):
+            state, m = update(state, rt.put(batch))
+        return jax.device_get((state.params, m)), state
+
+    (p1, m1), _ = train(Runtime({"mesh_shape": (1, 1, 1)}, jax.devices()[:1]))
+    (p8, m8), s8 = train(Runtime({"mesh_shape": (2, 2, 2)}))
+    moved = max(
+        float(np.max(np.abs(a - b)))
+        for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves({"policy": params}), strict=True)
+    )
+    diff = max(
+        float(np.max(np.abs(a - b)))
+        for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8), strict=True)
+    )
+    return {
+        "param_max_abs_diff": diff,
+        "param_moved": moved,
+        "metrics_one": {k: float(v) for k, v in m1.items()},
+        "metrics_many": {k: float(v) for k, v in m8.items()},
+        "params_sharded": any(
+            not x.sharding.is_fully_replicated for x in jax.tree.leaves(s8.params)
+        ),
+    }
+
+
 if __name__ == "__main__":
-    print(json.dumps({"samplers": samplers, "fed": fed}[sys.argv[1]]()))
+    modes = {"samplers": samplers, "fed": fed, "spg_update": spg_update}
+    print(json.dumps(modes[sys.argv[1]]()))

@@ -79,6 +79,7 @@ def test_tiny_run_and_resume(tmp_path, arg):
     assert os.path.exists(os.path.join(wd, "plot.png"))
     rows = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
     assert any("rl/reward_mean" in r for r in rows)
+    assert all(r["rl/skipped_updates"] in (0.0, 1.0) for r in rows if "rl/reward_mean" in r)
     # A second run on the same workdir resumes both stages and gives the same numbers.
     out2 = run(c, wd)
     assert (
@@ -94,6 +95,9 @@ def test_lr0_control_run_changes_nothing(tmp_path):
 
     c = spg_config.get_config("tiny")
     c.rl.control = "lr0"
+    # The untrained tiny model earns no reward: without this every update would be skipped and
+    # the test could not fail.
+    c.rl.skip_flat_batches = False
     out = run(c, str(tmp_path))
     changes = [k for k in out if k.startswith("change/") and k.endswith("/mean")]
     assert changes and all(out[k] == 0.0 for k in changes)

@@ -175,3 +175,43 @@ def test_a_checkpoint_without_loop_step_resumes_at_its_own_step():
     assert _start_of({"stage": "sft"}, Ckpt()) == 300
     assert _start_of({"loop_step": 7}, Ckpt()) == 7
     assert _start_of(None, None) == 0
+
+
+def test_a_collect_without_batch_leaves_params_and_optimizer_state_bitwise_unchanged(tmp_path):
+    """RL `rl.skip_flat_batches`: a step whose collect returns no batch (every advantage zero)
+    makes no update, while the loop and `state.step` still advance; the next batch trains."""
+    from rl.advantages import skip_flat
+
+    def collect(state, step):
+        batch, metrics = _collect()(state, step)
+        adv = np.zeros(8, np.float32) if step < 2 else np.ones(8, np.float32)
+        return skip_flat(batch, metrics, adv, enabled=True)
+
+    state = _state()
+    # A state an earlier update moved: Adam's moments are non-zero, so momentum would move it.
+    state, _ = _update()(state, _collect()(state, 0)[0])
+    before = jax.device_get((state.params, state.opt_state, jax.random.key_data(state.rng)))
+    writer = MetricWriter(str(tmp_path), tensorboard=False, console=False)
+    kw = dict(update_fn=_update(), writer=writer, log_every=1)
+    mid, _ = fit(state, collect, 2, num_steps=2, **kw)
+    after = jax.device_get((mid.params, mid.opt_state, jax.random.key_data(mid.rng)))
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(mid.step) == 1 + 2 * 2 and int(mid.skipped) == 0
+    end, _ = fit(mid, collect, 2, num_steps=3, resume={"loop_step": 2}, **kw)
+    writer.close()
+    assert int(end.step) == 7
+    assert not np.array_equal(end.params["policy"]["w"], mid.params["policy"]["w"])
+    rows = read_metrics(str(tmp_path / "metrics.jsonl"))
+    assert [r["rl/skipped_updates"] for r in rows] == [1.0, 1.0, 0.0]
+    assert "train/loss" not in rows[0] and "train/loss" in rows[2]
+
+
+def test_skip_flat_needs_every_advantage_exactly_zero_and_the_switch():
+    from rl.advantages import skip_flat
+
+    b = {"x": 1}
+    assert skip_flat(b, {}, np.zeros(4), True) == (None, {"rl/skipped_updates": 1.0})
+    assert skip_flat(b, {}, np.zeros(4), False) == (b, {"rl/skipped_updates": 0.0})
+    tiny = np.array([0.0, 0.0, 1e-30, 0.0], np.float32)
+    assert skip_flat(b, {"m": 2}, tiny, True) == (b, {"m": 2, "rl/skipped_updates": 0.0})
