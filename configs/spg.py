@@ -51,9 +51,10 @@ Variants (after the colon, comma-separated):
                                  and a local HF checkpoint directory at `rl.init_weights`
                                  (`*.safetensors` + `tokenizer.json`, fetched by you beforehand:
                                  nothing is downloaded). No SFT stage: the weights are loaded
-                                 FSDP-sharded over the local devices, prompts use the paper style
-                                 in LLaDA's chat template. Untested at 8B here (no GPU); the same
-                                 path is tested on a toy LLaDA-format checkpoint.
+                                 FSDP-sharded over all devices (mesh_shape (1,-1,1)), prompts
+                                 use the paper style in LLaDA's chat template. Untested at 8B
+                                 here (no GPU); the same path is tested on a toy LLaDA-format
+                                 checkpoint.
 """
 
 import os
@@ -147,6 +148,9 @@ def get_config(arg=None):
         control="none",  # none | lr0 (zero updates) | shuffle (rewards permuted within groups)
         kl_coef=0.04 if objective == "diffu_grpo" else 0.05,  # k3 KL to the warm start
         drop_flat_groups=False,  # DAPO: groups with equal rewards leave the loss
+        # A step whose every advantage is exactly 0 (all groups flat) makes no update: params and
+        # Adam state unchanged (its gradient would be only the KL term), `rl/skipped_updates` 1.
+        skip_flat_batches=True,
         eval_gen_lens=(gen_len, gen_len + 8),
         eval_batch_size=64,
         eval_every=50,
@@ -182,6 +186,8 @@ def get_config(arg=None):
             norm_eps=1e-5,
         )
         c.task_kwargs = {}
+        # FSDP over every device: the weights are split as they are read (rl/run_spg.py).
+        c.mesh_shape = (1, -1, 1)
         c.sft.steps = 0  # no warm start: the HF weights at rl.init_weights are the base
         c.sft.style = "paper"  # the paper's prompts, in LLaDA's chat template (HFTokenizer)
         c.rl.update(

@@ -2,17 +2,19 @@
 
 Stages (arXiv:2510.09541 Algorithm 1): (1) the base model: with `rl.init_weights` set (the
 `llada8b` variant), a local HF checkpoint directory (safetensors + `tokenizer.json`, e.g.
-LLaDA-8B-Instruct) is loaded by `models.convert.load_hf_checkpoint`, each tensor placed FSDP-sharded
-over the local devices as it is read, with the checkpoint's own tokenizer and chat template;
-otherwise the warm-start SFT stage (`train.sft.sft_stage`, MDLM
-loss, cached under `workdir/sft`: a finished stage is reloaded, an interrupted one resumes);
-(2) held-out evaluation of the warm start (`rl.spg_eval`: greedy and sampled pass@1 on
-`rl.num_eval` unseen-grid puzzles, greedy on `rl.num_eval_seen` training-grid puzzles); (3) RL:
-per step, g completions for each of the step's prompts from the LLaDA sampler (temperature
-`rl.temperature`), rewards, mean-subtracted advantages, µ updates of the registered objective
-(checkpointed in `workdir/ckpt`, resumable); `rl.control` = `lr0` (zero updates) or `shuffle`
-(rewards permuted within groups) runs the same loop as a control; (4) evaluation again, the
-before/after table with 95% paired bootstrap intervals over prompts, `result.json` and `plot.png`.
+LLaDA-8B-Instruct) is loaded by `models.convert.load_hf_checkpoint`, each tensor placed sharded
+on the run's one mesh (`config.mesh_shape`; `llada8b`: FSDP over all devices) as it is read, with
+the checkpoint's own tokenizer and chat template; otherwise the warm-start SFT stage
+(`train.sft.sft_stage`, MDLM loss, cached under `workdir/sft`: a finished stage is reloaded, an
+interrupted one resumes); (2) held-out evaluation of the warm start (`rl.spg_eval`: greedy and
+sampled pass@1 on `rl.num_eval` unseen-grid puzzles, greedy on `rl.num_eval_seen` training-grid
+puzzles); (3) RL: per step, g completions for each of the step's prompts from the LLaDA sampler
+(temperature `rl.temperature`), rewards, mean-subtracted advantages, µ updates of the registered
+objective (checkpointed in `workdir/ckpt`, resumable; a step whose advantages are all zero makes
+no update with `rl.skip_flat_batches`, logged as `rl/skipped_updates`); `rl.control` = `lr0`
+(zero updates) or `shuffle` (rewards permuted within groups) runs the same loop as a control;
+(4) evaluation again, the before/after table with 95% paired bootstrap intervals over prompts,
+`result.json` and `plot.png`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 
 import jax
 
+from rl import advantages as adv_lib
 from rl import objectives
 from rl.evaluation import check_control, control_optimizer
 from rl.rollout import make_rollout_fn
@@ -54,6 +57,7 @@ RUNNER_FIELDS = (
     "eval_resamples",
     "control",
     "drop_flat_groups",
+    "skip_flat_batches",
     "eval_gen_lens",
     "eval_batch_size",
     "eval_every",
@@ -107,16 +111,19 @@ def make_train_rollout(config, graphdef, task, tokenizer):
     )
 
 
-def load_base_model(config):
-    """The pretrained base of `rl.init_weights`: (model, tokenizer), weights FSDP-sharded.
+def load_base_model(config, mesh=None):
+    """The pretrained base of `rl.init_weights`: (model, tokenizer), weights sharded on `mesh`.
 
+    `mesh` is the run's (`Runtime(config).mesh`, the default): one mesh per run, so the loaded
+    parameters already have the shardings the RL state is created with. The `llada8b` variant's
+    `mesh_shape` (1, -1, 1) splits each tensor FSDP over all devices as it is read.
     The directory must hold the HF safetensors shards and `tokenizer.json`; the architecture is
     `config.model` (bidirectional). Nothing is downloaded.
     """
     from data.tokenizer import HFTokenizer
     from models.convert import load_hf_checkpoint
     from models.errors import MissingFileError
-    from models.sharding import make_mesh, state_shardings
+    from models.sharding import state_shardings
     from models.transformer import TransformerConfig
 
     path = config.rl.init_weights
@@ -130,7 +137,7 @@ def load_base_model(config):
     if vocab < tokenizer.vocab_size:
         raise ValueError(f"model.vocab_size {vocab} < tokenizer vocabulary {tokenizer.vocab_size}")
     cfg = TransformerConfig.from_config(config.model, vocab_size=vocab, causal=False)
-    mesh = make_mesh((1, -1, 1))  # FSDP: each tensor is split over the local devices on load
+    mesh = Runtime(config).mesh if mesh is None else mesh
 
     def put(_, arr, var):
         return jax.device_put(arr, state_shardings(var, mesh))
@@ -145,7 +152,7 @@ def run(config, workdir: str) -> dict[str, float]:
     writer = rt.writer(workdir)
     task, tokenizer = make_task_and_tokenizer(config)
     if rc.init_weights:
-        model, tokenizer = load_base_model(config)  # the checkpoint's own tokenizer
+        model, tokenizer = load_base_model(config, rt.mesh)  # the checkpoint's own tokenizer
         base_steps = 0
     else:
         sft = sft_stage(
@@ -185,7 +192,9 @@ def run(config, workdir: str) -> dict[str, float]:
 
     def collect(st, step):
         batch, metrics = rollout(st.params["policy"], st.frozen["policy"], step)
-        return rt.put(batch), metrics
+        skip = rc.get("skip_flat_batches", False)
+        batch, metrics = adv_lib.skip_flat(batch, metrics, batch["advantage"], skip)
+        return (None if batch is None else rt.put(batch)), metrics
 
     final = {}
 

@@ -108,6 +108,7 @@ def test_runner_loads_hf_base_and_trains(hf_dir, tmp_path):
     assert isinstance(model.embed.get_value().sharding, jax.sharding.NamedSharding)
 
     wd = str(tmp_path / "run")
+    c.rl.skip_flat_batches = False  # train even when the toy model earns no reward
     out = run(c, wd)
     assert not os.path.exists(os.path.join(wd, "sft"))  # no warm-start stage with HF weights
     assert np.isfinite(out["rl/final_reward_mean"])
@@ -140,6 +141,7 @@ from data.tokenizer import HFTokenizer
 d = sys.argv[1]
 c = spg_config.get_config("tiny")
 c.rl.init_weights = d
+c.mesh_shape = (1, -1, 1)  # the llada8b variant's: FSDP over every device
 c.model.d_model = 32
 cfg = TransformerConfig.from_config(c.model, vocab_size=HFTokenizer(d).vocab_size, causal=False)
 src = Transformer(cfg, rngs=nnx.Rngs(1))
