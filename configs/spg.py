@@ -188,7 +188,8 @@ def get_config(arg=None):
         c.task_kwargs = {}
         # FSDP over every device: the weights are split as they are read (rl/run_spg.py).
         c.mesh_shape = (1, -1, 1)
-        c.sft.steps = 0  # no warm start: the HF weights at rl.init_weights are the base
+        # No warm start: the HF weights at rl.init_weights are the base, so the SFT stage never
+        # runs and sft.steps is not read (it stays a valid count: launch refuses 0).
         c.sft.style = "paper"  # the paper's prompts, in LLaDA's chat template (HFTokenizer)
         c.rl.update(
             num_mc=2,
