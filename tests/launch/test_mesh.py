@@ -122,8 +122,20 @@ def all_configs_on_mesh(tmp_path_factory):
     return _both(tmp_path_factory, CONFIGS)
 
 
+# LlamaRL places its trainer and generator on sub-meshes of its own (`config.llamarl.layout`,
+# `trainer_mesh`, `generator_mesh`) and does not read `config.mesh_shape`; on 1 device it runs
+# colocated, on 8 split 4 + 4, and its result names that layout and wall-clock idle ratios.
+_LLAMARL_SKIP = (
+    "llamarl ignores config.mesh_shape: its trainer/generator sub-meshes come from "
+    "config.llamarl (1 device: colocated; 8: split 4+4), and its result records the layout and "
+    "wall-clock idle ratios, so the (2,2,2)-vs-1-device comparison does not apply"
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize(
+    "name", [*CONFIGS, pytest.param("llamarl", marks=pytest.mark.skip(reason=_LLAMARL_SKIP))]
+)
 def test_every_tiny_config_on_mesh_equals_one_device(all_configs_on_mesh, name):
     one, many = all_configs_on_mesh
     _assert_same_result(name, one[name], many[name])
