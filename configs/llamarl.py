@@ -66,7 +66,8 @@ def get_config(arg=None):
             bucket_mb=512.0,
             checksum=True,
             inject_latency_per_token_s=0.0,  # benchmarks: sleep per generated token
-            timeout_s=300.0,  # heartbeat: a silent peer stops the run with an error
+            timeout_s=300.0,  # the longest channel wait: a silent peer stops the run
+            heartbeat_s=0.0,  # the generator's longest silence (0 = timeout_s); > one rollout
         )
     )
     if c.tiny:
