@@ -179,7 +179,14 @@ def _phantoms(abstract, shardings):
     import jax
 
     return jax.tree.map(
-        lambda a, s: jax.make_array_from_callback(a.shape, s, lambda i: None, dtype=a.dtype),
+        lambda a, s: jax.make_array_from_callback(
+            # Never read for shards on the other process (a fully replicated sharding still
+            # asks once): a zero-stride view, nothing allocated.
+            a.shape,
+            s,
+            lambda i, a=a: np.broadcast_to(np.zeros((), a.dtype), a.shape)[i],
+            dtype=a.dtype,
+        ),
         abstract,
         shardings,
     )
