@@ -162,3 +162,59 @@ class StalenessGate:
             "staleness/dropped": float(self.dropped),
             "staleness/admitted": float(self.admitted),
         }
+
+
+class PeerDead(ChannelTimeout):
+    """A role stopped beating: its heartbeat is older than the timeout, or its thread/process is
+    gone. The message names the role and its last heartbeat."""
+
+
+class Heartbeat:
+    """The liveness of one role (the generator's thread or process), read by its peer.
+
+    The role calls `beat(note)` at every point of progress (a rollout sent, a weight set
+    received, a slice of waiting for weights); the peer calls `check(alive)` whenever it has
+    waited a slice for that role and raises `PeerDead` when the last beat is older than
+    `timeout_s` or `alive()` says the thread/process is gone. A beat is progress, not a timer
+    thread: a role that hangs inside a step stops beating, which a timer thread would hide.
+
+    Args:
+      role: named in the error ("generator", "generator (process 1)").
+      timeout_s: the longest silence tolerated (must exceed the longest step of the role).
+    """
+
+    def __init__(self, role: str, timeout_s: float):
+        self.role, self.timeout_s = role, float(timeout_s)
+        self._lock = threading.Lock()
+        self.t0 = time.monotonic()
+        self.last = self.t0
+        self.note = "started"
+        self.beats = 0
+
+    def beat(self, note: str = "") -> None:
+        with self._lock:
+            self.last = time.monotonic()
+            self.note = note or self.note
+            self.beats += 1
+
+    def age(self) -> float:
+        with self._lock:
+            return time.monotonic() - self.last
+
+    def describe(self) -> str:
+        with self._lock:
+            since = self.last - self.t0
+            return (
+                f"last heartbeat {time.monotonic() - self.last:.1f} s ago "
+                f"({since:.1f} s after start, {self.note}; {self.beats} beats)"
+            )
+
+    def check(self, alive=None) -> None:
+        """Raises `PeerDead` if the role is gone (`alive()` false) or silent past the timeout."""
+        if alive is not None and not alive():
+            raise PeerDead(f"{self.role} is dead (not responding); {self.describe()}")
+        if self.age() > self.timeout_s:
+            raise PeerDead(
+                f"{self.role} heartbeat timed out after {self.timeout_s:.1f} s (not responding); "
+                f"{self.describe()}"
+            )

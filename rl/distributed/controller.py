@@ -15,8 +15,10 @@ trainer consumes rollout `s` and produces weight version `s + 1`; the generator 
 same losses in every mode; `False` takes the newest version available (lag <= k, timing-dependent).
 The trainer's `StalenessGate` drops (and counts) any rollout whose lag exceeds k. The weight
 sync runs on the trainer's thread after each update, so its time is exposed to the trainer
-(§3: T ≈ max(T_g, T_t + T_ws)). A generator that raises or stays silent longer than `timeout_s`
-stops the run with an error naming it; nothing hangs.
+(§3: T ≈ max(T_g, T_t + T_ws)). A generator that raises stops the run with its error; one that
+dies or stops making progress (no heartbeat for `heartbeat_s`: a beat per rollout and per slice
+of waiting for weights or queue space) stops it with `PeerDead` naming the role and its last
+heartbeat; nothing hangs.
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from rl.distributed.channels import ChannelClosed, StalenessGate, TrajectoryQueue
+from rl.distributed.channels import (
+    ChannelClosed,
+    ChannelTimeout,
+    Heartbeat,
+    StalenessGate,
+    TrajectoryQueue,
+)
 from rl.distributed.weight_sync import WeightChannel
 
 
@@ -50,6 +58,21 @@ class LoopStats:
 
 def _host(metrics: dict) -> dict[str, float]:
     return {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
+
+
+def _get(queue: TrajectoryQueue, hb: Heartbeat, thread, errors, timeout_s: float, poll: float):
+    """The next rollout; `PeerDead` if the generator is gone or silent, `ChannelTimeout` after
+    `timeout_s` of waiting for a live one."""
+    t0 = time.monotonic()
+    while True:
+        try:
+            return queue.get(timeout=poll)
+        except ChannelTimeout:
+            if errors:  # it failed: its error is raised by the caller
+                raise ChannelClosed("the generator failed") from None
+            hb.check(alive=thread.is_alive)
+            if time.monotonic() - t0 > timeout_s:
+                raise
 
 
 def snapshot(queue: TrajectoryQueue, weights: WeightChannel, next_unconsumed: int) -> dict:
@@ -78,6 +101,7 @@ def run_controller(
     frontier: dict | None = None,
     checkpoint_every: int = 0,
     on_checkpoint: Callable[[int, dict], None] | None = None,
+    heartbeat_s: float | None = None,
 ) -> LoopStats:
     """Runs `num_steps` trainer updates with the generator on its own thread.
 
@@ -89,7 +113,8 @@ def run_controller(
       max_staleness: k (see the module docstring).
       queue_capacity: trajectory-queue bound (0: max(k, 1), all the overlap k allows).
       deterministic: pin rollout b to version max(b - k, 0).
-      timeout_s: heartbeat timeout of every channel wait.
+      timeout_s: the longest single channel wait.
+      heartbeat_s: the generator's longest silence (None: `timeout_s`); must exceed one rollout.
       on_step: called with (trainer version, host metrics) after each update.
       frontier: a `snapshot` from an earlier run (resume): its weight sets, queued rollouts and
         next sequence number are restored before the generator starts.
@@ -104,6 +129,19 @@ def run_controller(
     gate = StalenessGate(k)
     stop = threading.Event()
     errors: list[BaseException] = []
+    hb = Heartbeat("generator (thread)", timeout_s if heartbeat_s is None else heartbeat_s)
+    poll = max(min(hb.timeout_s / 4, 1.0), 0.01)
+
+    def waiting(fn, what):
+        """Calls fn(timeout=poll) until it returns, beating between slices (legit waits)."""
+        t0 = time.monotonic()
+        while True:
+            try:
+                return fn(timeout=poll)
+            except ChannelTimeout:
+                if time.monotonic() - t0 > timeout_s:
+                    raise
+                hb.beat(what)
 
     first_seq = start
     if frontier is not None:
@@ -120,8 +158,18 @@ def run_controller(
         try:
             while not stop.is_set():
                 need = max(seq - k, start)
-                version, params = weights.wait_for(need, exact=deterministic)
-                queue.put(generator.rollout(params, seq, version))
+                version, params = waiting(
+                    lambda timeout, v=need: weights.wait_for(
+                        v, exact=deterministic, timeout=timeout
+                    ),
+                    f"waiting for weights v{need}",
+                )
+                hb.beat(f"sampling rollout {seq} with v{version}")
+                ro = generator.rollout(params, seq, version)
+                hb.beat(f"rollout {seq} done")
+                waiting(
+                    lambda timeout, r=ro: queue.put(r, timeout=timeout), f"queueing rollout {seq}"
+                )
                 seq += 1
         except ChannelClosed:
             pass
@@ -138,7 +186,7 @@ def run_controller(
     try:
         while done < num_steps:
             try:
-                ro = queue.get()
+                ro = _get(queue, hb, thread, errors, timeout_s, poll)
             except ChannelClosed:
                 break
             consumed["seq"] = ro.seq
@@ -177,7 +225,9 @@ def run_controller(
         stop.set()
         queue.close()
         weights.close()
-        thread.join(timeout_s)
+        # A rollout in flight finishes within the heartbeat timeout; a hung one is abandoned
+        # (daemon thread) rather than joined for the full channel timeout.
+        thread.join(hb.timeout_s)
     return LoopStats(
         steps=done,
         wall_s=time.perf_counter() - t_start,

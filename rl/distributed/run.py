@@ -6,8 +6,11 @@ loss (`rl.objective`, AIPO by default) -> executors (trainer and generator on th
 sub-meshes, `rl/distributed/executors.py`) -> the controller (`rl/distributed/controller.py`:
 generator thread, trajectory queue, staleness gate, weight channel) -> `train.runtime.finish`.
 
+The two-process mode (trainer and generator in their own processes) is
+`rl/distributed/multiprocess.py`; it starts from the `policy.npz` this runner exports after SFT.
+
 Checkpoints hold the trainer state and the training frontier (see `run`). Not yet: held-out
-evaluation, multi-process mode, a final checkpoint of a finished run (a finished run reruns).
+evaluation, a final checkpoint of a finished run (a finished run reruns).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def build(config, workdir: str, writer):
         runtime=trainer_rt,
     )
     graphdef, params, rest = split_module(sft.model)
+    export_policy(sft_dir, params)
     objective = objectives.build(rc, graphdef, runner_fields=RUNNER_FIELDS)
     if "old" in objective.snapshots:
         # μ ships with every rollout: a recomputed "old" policy would anchor the ratio on the
@@ -84,6 +88,18 @@ def build(config, workdir: str, writer):
         checksum=lc.checksum,
     )
     return trainer, generator, weights, sft.steps, layout
+
+
+def export_policy(sft_dir: str, params) -> None:
+    """Writes the SFT policy's leaves to `sft_dir/policy.npz` once (process 0): the warm start of
+    the two-process mode (`rl/distributed/multiprocess.py`), which reads it without orbax."""
+    path = os.path.join(sft_dir, "policy.npz")
+    if os.path.exists(path) or not is_main_process():
+        return
+    leaves = [np.asarray(x) for x in jax.device_get(jax.tree.leaves(params))]
+    with open(path + ".tmp", "wb") as f:
+        np.savez(f, **{f"leaf_{i}": x for i, x in enumerate(leaves)})
+    os.replace(path + ".tmp", path)
 
 
 def frontier_path(workdir: str, version: int) -> str:
@@ -154,6 +170,7 @@ def run(config, workdir: str) -> dict[str, float]:
         queue_capacity=lc.queue_capacity,
         deterministic=lc.deterministic,
         timeout_s=lc.timeout_s,
+        heartbeat_s=lc.get("heartbeat_s", 0.0) or None,
         on_step=on_step,
         frontier=frontier,
         checkpoint_every=config.ckpt_every,
@@ -181,8 +198,8 @@ def run(config, workdir: str) -> dict[str, float]:
         "staleness/mean": stats.gate["staleness/mean"],
         "staleness/dropped": stats.gate["staleness/dropped"],
         "step_time_median_s": float(np.median(steady)) if steady else float("nan"),
-        "trainer_idle_ratio": stats.trainer_idle_s / max(stats.wall_s, 1e-9),
-        "generator_idle_ratio": stats.generator_idle_s / max(stats.wall_s, 1e-9),
+        "time/trainer_idle_ratio": stats.trainer_idle_s / max(stats.wall_s, 1e-9),
+        "time/generator_idle_ratio": stats.generator_idle_s / max(stats.wall_s, 1e-9),
         "ws_seconds_mean": float(np.mean(stats.sync_seconds)) if stats.sync_seconds else 0.0,
         "wall_s": stats.wall_s,
         "skipped": int(jax.device_get(trainer.state.skipped)),

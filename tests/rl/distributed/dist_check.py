@@ -213,6 +213,42 @@ def resume():
     return out
 
 
+def learn():
+    """The default configs/llamarl.py (its own SFT warm start, 20 RL steps, the real exact-match
+    reward) on 8 devices in sync, async and async_k, and the lr=0 control: with frozen weights
+    every mode samples the same rollouts, so it is each mode's paired baseline."""
+    import tempfile
+
+    from configs import llamarl
+    from rl.distributed.run import run
+
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        for name, arg, control in [
+            ("lr0", "mode=sync", "lr0"),
+            ("sync", "mode=sync", "none"),
+            ("async", "mode=async", "none"),
+            ("async_k", "mode=async_k,k=2", "none"),
+        ]:
+            c = llamarl.get_config(arg)
+            c.rl.control = control
+            c.rl.sft_dir = os.path.join(d, "sft")
+            c.ckpt_every = 0
+            c.lock()
+            wd = os.path.join(d, name)
+            res = run(c, wd)
+            rows = [json.loads(x) for x in open(os.path.join(wd, "metrics.jsonl"))]
+            rl = [r for r in rows if "llamarl/seq" in r]
+            out[name] = {
+                "layout": res["layout"],
+                "reward": [r["rl/reward_mean"] for r in rl],
+                "is_mean": [r["aipo/is_mean"] for r in rl],
+                "lag": [r["staleness/lag"] for r in rl],
+            }
+    return out
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
-    print(json.dumps({"weight_sync": weight_sync, "loop": loop, "resume": resume}[mode]()))
+    modes = {"weight_sync": weight_sync, "loop": loop, "resume": resume, "learn": learn}
+    print(json.dumps(modes[mode]()))

@@ -1,6 +1,7 @@
-"""The controller with stand-in executors (no model): version pinning per k, a failing or silent
-generator stops the run with an error instead of hanging."""
+"""The controller with stand-in executors (no model): version pinning per k, a failing, silent or
+hung generator stops the run with an error naming it instead of hanging."""
 
+import threading
 import time
 
 import jax
@@ -10,7 +11,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from models.sharding import make_mesh
-from rl.distributed.channels import ChannelTimeout, Rollout
+from rl.distributed.channels import ChannelTimeout, Heartbeat, PeerDead, Rollout
 from rl.distributed.controller import GeneratorFailed, run_controller
 from rl.distributed.weight_sync import WeightChannel
 
@@ -29,12 +30,15 @@ class Trainer:
 
 
 class Generator:
-    def __init__(self, fail_at=None, stall_at=None):
+    def __init__(self, fail_at=None, stall_at=None, hang_at=None):
         self.fail_at, self.stall_at, self.used = fail_at, stall_at, {}
+        self.hang_at, self.release = hang_at, threading.Event()
 
     def rollout(self, params, seq, version):
         if seq == self.fail_at:
             raise RuntimeError("generator crashed")
+        if seq == self.hang_at:  # a generator stuck mid-rollout (released after the test)
+            self.release.wait(60)
         if seq == self.stall_at:
             time.sleep(3.0)
         # The weight set really is version `version` (the trainer fills w with its version).
@@ -75,3 +79,35 @@ def test_a_silent_generator_times_out(sharding):
             tr, Generator(stall_at=1), weights, num_steps=4, max_staleness=0, timeout_s=0.5
         )
     assert time.perf_counter() - t0 < 10
+
+
+def test_a_hung_generator_is_reported_by_its_heartbeat(sharding):
+    """The generator stops beating mid-run (stuck inside rollout 3, k=1): the trainer raises
+    PeerDead naming the role and the last heartbeat within the heartbeat timeout, not the much
+    longer channel timeout."""
+    tr, gen = Trainer(sharding), Generator(hang_at=3)
+    weights = WeightChannel({"w": sharding}, keep=2, checksum=False)
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(PeerDead) as err:
+            run_controller(
+                tr, gen, weights, num_steps=8, max_staleness=1, timeout_s=60, heartbeat_s=1.0
+            )
+    finally:
+        gen.release.set()
+    took = time.perf_counter() - t0
+    msg = str(err.value)
+    assert "generator (thread) heartbeat timed out after 1.0 s" in msg, msg
+    assert "last heartbeat" in msg and "sampling rollout 3 with v2" in msg, msg
+    assert tr.seen == [0, 1, 2] and took < 10, took
+
+
+def test_heartbeat_reports_a_dead_role_and_a_silent_one():
+    hb = Heartbeat("generator (process 1)", timeout_s=0.2)
+    hb.beat("rollout 4 sent")
+    hb.check(alive=lambda: True)  # fresh and alive: no error
+    with pytest.raises(PeerDead, match=r"generator \(process 1\) is dead .*rollout 4 sent"):
+        hb.check(alive=lambda: False)
+    time.sleep(0.3)
+    with pytest.raises(PeerDead, match=r"timed out after 0.2 s .*last heartbeat 0\.\d s ago"):
+        hb.check()
