@@ -53,7 +53,14 @@ def test_config_builds_and_is_lockable(name):
 # tests/rl/test_run_spg.py::test_tiny_run_and_resume[tiny] (same config, same runner, plus a
 # resume); the launch plumbing this test adds (get_runner, prepare_workdir) is the same for every
 # config and is exercised by the other rows.
-_DUPLICATED = ("pcl", "spg")
+# Three more tiny runs are already made, through the same `get_runner(...)(config, workdir)`, by
+# the notebooks that tests/notebooks/test_notebooks.py::test_notebook_runs_tiny executes in make
+# test: fed_oov (38 s CPU here) by 03_federated_oov (the same `:tiny` config); grpo (30 s) by
+# 02_bring_your_own_task (`:tiny` with another task: the same runner, rl/run_ar.py, and
+# objective; jepo's row below also runs rl/run_ar.py); read (38 s) by 04_read_vs_lora
+# (`:tiny,baselines=lora+full`: the same runner and READ method; the `head` baseline's method is
+# covered by tests/models/test_peft.py).
+_DUPLICATED = ("pcl", "spg", "fed_oov", "grpo", "read")
 _PULSE = [pytest.param(n, marks=pytest.mark.slow) if n in _DUPLICATED else n for n in CONFIGS]
 
 

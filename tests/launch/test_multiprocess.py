@@ -33,7 +33,10 @@ def _env(devices: int) -> dict:
     env = {**os.environ, "LMRL_NO_PROGRESS": "1", "JAX_PLATFORMS": "cpu"}
     env["JAX_NUM_CPU_DEVICES"] = str(devices)
     env["JAX_CPU_COLLECTIVES_IMPLEMENTATION"] = "gloo"
-    env.pop("XLA_FLAGS", None)
+    # JAX_NUM_CPU_DEVICES sets the device count: drop a forced count from XLA_FLAGS, keep the
+    # rest (tests/conftest.py's cheap-compile flags: these runs are mostly compilation).
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    env["XLA_FLAGS"] = " ".join(flags)
     return env
 
 

@@ -126,7 +126,12 @@ def test_math_tasks_read_local_files(task, tmp_path):
     assert spg_config.get_config(f"task={task},llada8b").task_kwargs.style == "paper"
 
 
-@pytest.mark.parametrize("task", ["gsm8k", pytest.param("math500", marks=pytest.mark.slow)])
+# Slow (~29 s CPU cold for gsm8k): the runner is the one test_tiny_run_and_resume[tiny] runs end to
+# end in make test, and the math tasks' data path (the fixtures read through the task, every row
+# encoded at the config's static lengths) is test_math_tasks_read_local_files above; their
+# rewards are tests/data/test_task_rewards.py's.
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["gsm8k", "math500"])
 def test_math_task_tiny_run_on_fixtures(task, tmp_path):
     from rl.run_spg import run
 

@@ -50,14 +50,25 @@ def batch(adv):
 
 def elbo_many(params, rest, b, n=512):
     """ELBO [B] with n random-mode mask samples (fixed key: common random numbers)."""
+    return np.asarray(_elbo_fn(n)(params, rest, b))
+
+
+@functools.cache
+def _elbo_fn(n):
+    """`elbo_many`'s computation as one compiled program (eagerly, every op compiles apart)."""
     graphdef = parts()[0]
-    model = nnx.merge(graphdef, params, rest)
-    draw = lk.draw_masks(
-        jax.random.key(123), b["valid"], b["prompt_mask"], num_samples=n, mode="random",
-        p_mask_prompt=0.0,
-    )  # fmt: skip
-    ll = lk.completion_logps(model, b["prompt"], b["prompt_mask"], b["completion"], draw, MASK)
-    return np.asarray(lk.elbo(ll, draw.scored, draw.weight))
+
+    @jax.jit
+    def fn(params, rest, b):
+        model = nnx.merge(graphdef, params, rest)
+        draw = lk.draw_masks(
+            jax.random.key(123), b["valid"], b["prompt_mask"], num_samples=n, mode="random",
+            p_mask_prompt=0.0,
+        )  # fmt: skip
+        ll = lk.completion_logps(model, b["prompt"], b["prompt_mask"], b["completion"], draw, MASK)
+        return lk.elbo(ll, draw.scored, draw.weight)
+
+    return fn
 
 
 @pytest.mark.parametrize("bound", ["mix", "elbo"])
@@ -72,7 +83,7 @@ def test_one_sgd_step_moves_likelihood_with_advantage(bound, sign):
         ls, d, _ = loss_fn({"policy": p}, {"policy": rest}, b, jax.random.key(7))
         return ls / d
 
-    g = jax.grad(f)(params)
+    g = jax.jit(jax.grad(f))(params)
     tx = optax.sgd(0.05)
     upd, _ = tx.update(g, tx.init(params), params)
     new = optax.apply_updates(params, upd)

@@ -1,0 +1,18 @@
+"""Runs test_transformer.check_fused_params_are_the_unfused_draws at XLA's default optimisation
+level, in this fresh process (started by test_transformer.py without tests/conftest.py's cheap-
+compile flags): the recorded pre-fusion draws it compares bit for bit were made at that level.
+Prints "ok" when every check passed; an assertion error exits non-zero."""
+
+import os
+import sys
+
+import jax
+import numpy as np
+
+jax.config.update("jax_default_matmul_precision", "highest")  # as tests/conftest.py
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import test_transformer  # noqa: E402
+
+test_transformer.check_fused_params_are_the_unfused_draws(dict(np.load(test_transformer._REF)))
+print("ok")
