@@ -32,7 +32,7 @@ import numpy as np
 from train.optim import make_optimizer
 from train.runtime import Runtime
 
-_LM_EXPERIMENTS = ("sft", "spg", "grpo", "jepo", "pcl", "waltz")
+_LM_EXPERIMENTS = ("sft", "spg", "grpo", "jepo", "pcl", "waltz", "llamarl")
 
 
 @dataclasses.dataclass

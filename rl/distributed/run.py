@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.errors import UserError
 from rl import objectives
 from rl.distributed.controller import run_controller
 from rl.distributed.executors import GeneratorExecutor, TrainerExecutor, role_devices
@@ -40,6 +41,12 @@ PLOT_KEYS = ["rl/reward_mean", "train/loss", "aipo/is_mean", "aipo/mismatch_kl_k
 def build(config, workdir: str, writer):
     """(trainer, generator, weight channel, sft steps, layout) for `config` (no RL step run)."""
     rc, lc = config.rl, config.llamarl
+    if tuple(config.get("mesh_shape", (-1, 1, 1))) != (-1, 1, 1):
+        raise UserError(
+            f"mesh_shape={tuple(config.mesh_shape)} is not read by llamarl: the trainer and "
+            "generator sub-meshes come from llamarl.layout, llamarl.trainer_devices and "
+            "llamarl.trainer_mesh (set those instead)"
+        )
     task, tokenizer = make_task_and_tokenizer(config)
     t_dev, g_dev, layout = role_devices(lc.layout, lc.trainer_devices)
     tx = rl_optimizer(config)

@@ -41,7 +41,11 @@ _FAST_PLANS = ("read", "fed_oov", "fred")
 
 
 @pytest.mark.parametrize(
-    "name", [n if n in _FAST_PLANS else pytest.param(n, marks=pytest.mark.slow) for n in CONFIGS]
+    "name",
+    [
+        n if n in _FAST_PLANS else pytest.param(n, marks=pytest.mark.slow)
+        for n in [*CONFIGS, "llamarl"]
+    ],
 )
 def test_dry_run_plans_every_tiny_config(name, capsys):
     from launch.experiments import get_dry_run_parts
@@ -55,7 +59,7 @@ def test_dry_run_plans_every_tiny_config(name, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("name", [*CONFIGS, "llamarl"])
 def test_dry_run_plans_every_default_config(name):
     from launch.experiments import get_dry_run_parts
     from train.dry_run import plan

@@ -111,3 +111,15 @@ def test_heartbeat_reports_a_dead_role_and_a_silent_one():
     time.sleep(0.3)
     with pytest.raises(PeerDead, match=r"timed out after 0.2 s .*last heartbeat 0\.\d s ago"):
         hb.check()
+
+
+def test_mesh_shape_is_refused_not_ignored(tmp_path):
+    """llamarl builds its own trainer/generator meshes, so a mesh_shape flag is an error."""
+    from configs.llamarl import get_config
+    from models.errors import UserError
+    from rl.distributed.run import build
+
+    config = get_config("tiny")
+    config.mesh_shape = (3, 1, 1)
+    with pytest.raises(UserError, match="llamarl.trainer_mesh"):
+        build(config, str(tmp_path), writer=None)
