@@ -131,7 +131,21 @@ def over_control(rec: dict, ctl: dict) -> dict:
     return out
 
 
-def summarise(root: str, out_name: str, title: str, notes: str) -> str:
+def seed_mean_row(recs: dict) -> dict:
+    """Mean over cells (seeds) of each change, with a 95% t-interval over the cells."""
+    from scipy import stats
+
+    row = {"cell": f"mean of {len(recs)}", "spec": "t-interval over cells"}
+    for m, key in (("accuracy", "greedy"), ("pass1", "pass1"), ("answer_ll", "answer_ll")):
+        x = np.array([r[f"change/{key}_mean"] for r in recs.values()])
+        half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+        row[f"{m} change [95% CI]"] = (
+            f"{x.mean():+.2f} [{x.mean() - half:+.2f}, {x.mean() + half:+.2f}]"
+        )
+    return row
+
+
+def summarise(root: str, out_name: str, title: str, notes: str, mean: bool = False) -> str:
     recs = {}
     for p in sorted(glob.glob(os.path.join(root, "cells", "*.json"))):
         with open(p) as f:
@@ -162,6 +176,8 @@ def summarise(root: str, out_name: str, title: str, notes: str) -> str:
         if ctl is not None:
             row.update(over_control(r, ctl))
         rows.append(row)
+    if mean and len(recs) > 1:
+        rows.append(seed_mean_row(recs))
     cols = ["cell", "spec", "accuracy before", "accuracy change [95% CI]", "pass1 before"]
     cols += ["pass1 change [95% CI]", "answer_ll before", "answer_ll change [95% CI]"]
     cols += ["greedy_vs_ctl", "pass1_vs_ctl", "answer_ll_vs_ctl", "min", "load"]
@@ -180,11 +196,12 @@ def main():
     ap.add_argument("--out", default="grpo_sweep")
     ap.add_argument("--title", default="GRPO/JEPO settings sweep on arithmetic (one SFT start)")
     ap.add_argument("--notes", default="")
+    ap.add_argument("--mean", action="store_true", help="add a mean-over-cells row (seeds)")
     args = ap.parse_args()
     for spec in filter(None, args.cells.split("|")):
         run_cell(spec, args.root)
     if args.summarise:
-        print(summarise(args.root, args.out, args.title, args.notes))
+        print(summarise(args.root, args.out, args.title, args.notes, args.mean))
 
 
 if __name__ == "__main__":

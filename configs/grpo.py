@@ -8,13 +8,15 @@ constant after 5 warm-up steps). The warm start is in the mixed-difficulty band:
 sampled pass@1 50.6% on 512 held-out prompts. It prints greedy accuracy, sampled pass@1 (4
 samples) and the 4-sample answer bound on 512 held-out prompts before and after RL, each change
 with a paired-bootstrap 95% interval.
-Measured (seed 0, bench/results/grpo_sweep.md): sampled pass@1 50.6 -> 56.7%, **+6.1 [+3.6, +8.4]
-points**; greedy accuracy unchanged, -0.6 [-4.1, +2.7]; answer bound -0.31 [-0.72, +0.07] nats.
-The pass@1 gain grows with steps (+1.9 at 60, +4.2 at 120, +6.1 at 180): RL sharpens the
-sampling distribution toward what greedy decoding already gets right; it does not teach the
-model arithmetic that greedy decoding gets wrong. Over the 180-step shuffled-reward control
-(same prompts and keys): pass@1 +20.1 [+16.9, +23.3], greedy +17.2 [+13.1, +21.5] points (the
-control drifts down 14.0 / 17.8). One seed: the 3-seed confirmation is still open (issue 12).
+Measured over 3 seeds (bench/results/grpo_seeds.md, each seed its own SFT warm start): sampled
+pass@1 +6.1 [+3.6, +8.4], +6.5 [+4.4, +8.7], +5.7 [+3.5, +7.9] points, mean **+6.1 [+5.0, +7.2]**
+(t-interval over seeds); greedy accuracy does not move reliably (-0.6, +2.7, +1.4, each interval
+spans zero); answer bound -0.3 to -0.4 nats. The pass@1 gain grows with steps (seed 0: +1.9 at
+60, +4.2 at 120, +6.1 at 180): RL sharpens the sampling distribution toward what greedy decoding
+already gets right; it does not teach the model arithmetic that greedy decoding gets wrong. Over
+the 180-step shuffled-reward control (seed 0, same prompts and keys, bench/results/grpo_sweep.md):
+pass@1 +20.1 [+16.9, +23.3], greedy +17.2 [+13.1, +21.5] points (the control drifts down 14.0 /
+17.8).
 Time: RL 180 steps + 2 evaluations took 60 min on a 2-core CPU shared with ~20
 runnable jobs (load 15-28); on an idle 2-core CPU ~6 s per step (~20 min); SFT ~5 min idle,
 ~27 min loaded. Shorter runs: `--config.rl.steps=60` (~7 min idle; pass@1 +1.9 [-0.3, +4.1]).
