@@ -453,11 +453,19 @@ def pinned(steps: int, repeats: int):
         raise SystemExit(f"run `--what learning` first: it writes the warm start {sft_dir}")
     reps = [pinned_once(steps, sft_dir, i) for i in range(repeats)]
     rows = [r for rep in reps for r in rep["rows"]]
+    pinned_report({"device": device_info(), "steps": steps, "repeats": reps, "rows": rows})
+
+
+def pinned_report(out: dict):
+    """The table and the results files from `pinned`'s repeats (also rebuilds them from
+    bench/results/llamarl_pinned.json: `pinned_report(json.load(open(...)))`)."""
+    steps, rows, repeats = out["steps"], out["rows"], len(out["repeats"])
     k1 = [r for r in rows if r["k"] == 1 and r["run"].startswith("2 processes")]
     meas = [r["speedup"] for r in k1]
     pred = [r["predicted"] for r in k1]
     own = [r["predicted_own_phases"] for r in k1]
-    out = {"device": device_info(), "steps": steps, "repeats": reps, "rows": rows}
+    close = sum(abs(m / p - 1) <= 0.1 for m, p in zip(meas, pred))
+    loads = [float(x) for r in rows for x in r["load_1min_before_after"].split(" / ")]
     cols = ["repeat", "run", "k", "step_s", "T_gen", "T_train", "T_ws", "speedup", "predicted"]
     cols += ["predicted_own_phases", "load_1min_before_after"]
 
@@ -482,9 +490,10 @@ def pinned(steps: int, repeats: int):
         f"Measured async (k=1) speed-ups over sync per repeat: {fmt(meas)} (median "
         f"{np.median(meas):.2f}x); predicted from the k=0 phases: {fmt(pred)}; from the k=1 "
         f"run's own phases: {fmt(own)}. Acceptance asks >= 1.1x and within 10% of the "
-        "prediction. The 2 cores are shared with other jobs (load average ~10 while this ran; "
-        "these processes run at nice 10), so each repeat measures a different machine: pinning "
-        "fixes which core a process may use, not that it has the core to itself.",
+        f"prediction: {close} of {len(meas)} repeats within 10% of the k=0 prediction. 1-minute "
+        f"load average {min(loads):.1f}-{max(loads):.1f} on 2 cores while this ran (this "
+        "benchmark's own two processes count 2); the machine is a shared VM, so the same step "
+        "moves between repeats and each repeat is its own paired comparison.",
         "",
         f"Device: {out['device']}",
     ]

@@ -136,6 +136,24 @@ class GeneratorExecutor:
         self.generator_id = generator_id
         self.rest = None
 
+    @classmethod
+    def from_config(cls, config, devices, graphdef, rest, task, tokenizer, *, generator_id=0):
+        """The generator of `config.llamarl` (mesh, send dtype, injected latency) over `devices`,
+        sampling `task` with `rl.run_ar.Rollouts`; its non-parameter state set to `rest`."""
+        from rl.run_ar import Rollouts  # rl.run_ar imports the training stack; keep this lazy
+
+        lc = config.llamarl
+        gen = cls(
+            lc.generator_mesh,
+            devices,
+            Rollouts(config, graphdef, task, tokenizer),
+            param_dtype=lc.generator_param_dtype,
+            generator_id=generator_id,
+            latency_per_token_s=lc.inject_latency_per_token_s,
+        )
+        gen.set_rest(rest)
+        return gen
+
     def param_shardings(self, params):
         return state_shardings(params, self.mesh)
 

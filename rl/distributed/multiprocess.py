@@ -316,22 +316,14 @@ def run_generator(config, port: int) -> dict:
     from models.sharding import state_shardings
     from rl.distributed.executors import GeneratorExecutor
     from rl.distributed.weight_sync import sync_trainer_to_generator
-    from rl.run_ar import Rollouts
 
     rc, lc = config.rl, config.llamarl
     k = int(lc.max_staleness)
     task, tokenizer, graphdef, params, rest, _, _ = _build(config)
     _, g_dev, tmesh, gmesh = _role_meshes(config)
-    rollouts = Rollouts(config, graphdef, task, tokenizer)
-    gen = GeneratorExecutor(
-        lc.generator_mesh,
-        g_dev,
-        rollouts,
-        param_dtype=lc.generator_param_dtype,
-        generator_id=1,
-        latency_per_token_s=lc.inject_latency_per_token_s,
+    gen = GeneratorExecutor.from_config(
+        config, g_dev, graphdef, rest, task, tokenizer, generator_id=1
     )
-    gen.set_rest(rest)
     link = _Link.connect(port + 3, lc.timeout_s)
     msg = link.recv(lc.timeout_s)
     if msg is None or msg[0] != "specs":

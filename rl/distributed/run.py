@@ -27,7 +27,7 @@ from rl import objectives
 from rl.distributed.controller import run_controller
 from rl.distributed.executors import GeneratorExecutor, TrainerExecutor, role_devices
 from rl.distributed.weight_sync import WeightChannel
-from rl.run_ar import RUNNER_FIELDS, Rollouts, rl_optimizer
+from rl.run_ar import RUNNER_FIELDS, rl_optimizer
 from train.checkpoint import Checkpointer, CheckpointError
 from train.loop import writer_offset
 from train.metrics import MetricWriter, rewind
@@ -76,15 +76,7 @@ def build(config, workdir: str, writer):
     rl_seed = config.seed if rc.get("seed", -1) < 0 else rc.seed
     frozen = objectives.initial_frozen(objective, params, {})
     trainer.init_state(params, rest, jax.random.key(rl_seed + 5), frozen or None)
-    rollouts = Rollouts(config, graphdef, task, tokenizer)
-    generator = GeneratorExecutor(
-        lc.generator_mesh,
-        g_dev,
-        rollouts,
-        param_dtype=lc.generator_param_dtype,
-        latency_per_token_s=lc.inject_latency_per_token_s,
-    )
-    generator.set_rest(rest)
+    generator = GeneratorExecutor.from_config(config, g_dev, graphdef, rest, task, tokenizer)
     cast = None if generator.param_dtype == jnp.float32 else generator.param_dtype
     weights = WeightChannel(
         generator.param_shardings(trainer.policy_params()),
