@@ -100,8 +100,11 @@ def split_sweep(t_g1: float, t_t1: float, n: int = 8, alpha: float = 0.0) -> dic
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument(
-        "--what", choices=("modes", "learning", "learning_report", "pinned"), default="modes"
+        "--what",
+        choices=("modes", "learning", "learning_report", "pinned", "heldout", "heldout_report"),
+        default="modes",
     )
+    ap.add_argument("--seeds", type=int, default=3, help="heldout: seeds")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--latency_ms", type=float, default=2.0)
     ap.add_argument("--target_gain", type=float, default=0.1)
@@ -112,6 +115,11 @@ def main():
     if args.what == "learning_report":  # re-renders the saved runs (no training)
         with open(os.path.join("bench", "results", "llamarl_learning.json")) as f:
             return learning_report(json.load(f), args.target_gain)
+    if args.what == "heldout":
+        return heldout(args.seeds)
+    if args.what == "heldout_report":
+        with open(os.path.join("bench", "results", "llamarl_heldout.json")) as f:
+            return heldout_report(json.load(f))
     if args.what == "pinned":
         return pinned(args.steps, args.repeats)
     sft_dir = os.path.join("runs", "bench_llamarl_sft")  # the cached warm start (not committed)
@@ -191,12 +199,14 @@ def main():
 LEARN_SFT = os.path.join("runs", "bench_llamarl_default_sft")  # the default's warm start
 
 
-def learning_run(arg: str, control: str, sft_dir: str) -> dict:
-    """`configs/llamarl.py:<arg>` (the default, 20 steps) on 8 fake devices: per-step curves."""
+def learning_run(arg: str, control: str, sft_dir: str, seed: int = 0) -> dict:
+    """`configs/llamarl.py:<arg>` (the default, 20 steps) on 8 fake devices: per-step curves and
+    the per-prompt held-out scores before and after (`eval.npz`, rl/ar_eval.py)."""
     from configs import llamarl
     from rl.distributed.run import run
 
     c = llamarl.get_config(arg)
+    c.seed = seed
     c.rl.sft_dir = sft_dir
     c.rl.control = control
     c.ckpt_every = 0
@@ -204,8 +214,14 @@ def learning_run(arg: str, control: str, sft_dir: str) -> dict:
     with tempfile.TemporaryDirectory() as wd:
         res = run(c, wd)
         rows = [json.loads(x) for x in open(os.path.join(wd, "metrics.jsonl"))]
+        path = os.path.join(wd, "eval.npz")
+        heldout = {}
+        if os.path.exists(path):
+            with np.load(path) as f:
+                heldout = {k: f[k].tolist() for k in f.files}
     rl = [r for r in rows if "llamarl/seq" in r]
     return {
+        "heldout": heldout,
         "reward": [r["rl/reward_mean"] for r in rl],
         "step_s": [r["time/step"] for r in rl],
         "is_mean": [r["aipo/is_mean"] for r in rl],
@@ -307,6 +323,75 @@ def learning_report(out: dict, target_gain: float):
     text = "\n".join(md)
     print(text)
     write_results("llamarl_learning", out, text)
+
+
+def heldout(seeds: int):
+    """Held-out evidence: per seed, the default config's 20 RL steps in every mode and the lr=0
+    control (same warm start, prompts and keys), scored on the runner's `rl.num_eval` held-out
+    prompts before and after; the gain over the control paired by prompt (bootstrap) and by
+    seed (t interval)."""
+    out = {"device": device_info(), "seeds": {}}
+    for seed in range(seeds):
+        sft = LEARN_SFT if seed == 0 else f"{LEARN_SFT}_s{seed}"
+        runs = {"lr0 control": learning_run("mode=sync", "lr0", sft, seed)}
+        for name, arg in MODES:
+            runs[name] = learning_run(arg, "none", sft, seed)
+        out["seeds"][str(seed)] = {n: r["heldout"] for n, r in runs.items()}
+        out["load_avg"] = os.getloadavg()
+        heldout_report(out)
+
+
+def heldout_report(out: dict):
+    """The table and results files of `heldout` (also from the saved JSON)."""
+    from rl.evaluation import gain_over_control, paired_bootstrap, per_prompt
+
+    seeds = sorted(out["seeds"], key=int)
+    rows = []
+    for name, _ in [("lr0 control", None), *MODES]:
+        for metric in ("greedy", "pass1"):
+            row = {"mode": name, "metric": metric}
+            chg, after, ctl, before = [], [], [], []
+            for sd in seeds:
+                runs = out["seeds"][sd]
+                r, c = runs[name], runs["lr0 control"]
+                b, a = per_prompt(r[f"before_{metric}"]), per_prompt(r[f"after_{metric}"])
+                ca = per_prompt(c[f"after_{metric}"])
+                chg.append(100 * (a - b).mean())
+                before.append(100 * b.mean())
+                after.append(100 * a.mean())
+                ctl.append(100 * ca.mean())
+                if name != "lr0 control":
+                    row[f"seed {sd}: over lr0 (95% CI over prompts)"] = str(
+                        paired_bootstrap(ca, a).scaled(100)
+                    )
+            row["before"] = f"{np.mean(before):.1f}"
+            row["change from warm start"] = " / ".join(f"{x:+.1f}" for x in chg)
+            if name != "lr0 control":
+                row["gain over lr0, over seeds (95% t)"] = str(gain_over_control(after, ctl))
+            rows.append(row)
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    n_eval = len(out["seeds"][seeds[0]]["lr0 control"]["before_greedy"])
+    md = [
+        "# LlamaRL held-out learning: every mode against the lr0 control (CPU)",
+        "",
+        f"`python -m bench.llamarl --what heldout --seeds {len(seeds)}`: `configs/llamarl.py` "
+        "defaults (one-operation arithmetic, 2-layer d=64 policy SFT-warmed 300 steps, 20 RL "
+        "steps of 16 prompts x 8 samples on 16 fixed training prompts, AIPO, AdamW lr 1e-3) on 8 "
+        f"fake CPU devices. Each run is scored on {n_eval} held-out prompts (the runner's "
+        "`rl/ar_eval.py`: greedy exact match and sampled pass@1 over 4 samples, the same keys "
+        "before and after). The lr0 control is the same loop with exact-zero updates, seed by "
+        "seed (same SFT, prompts and keys). Points; `seed k: over lr0` is the paired bootstrap "
+        "over prompts of (mode after - control after); the last column is the t interval of "
+        "that gain over seeds. Load average (1, 5, 15 min) at the end: "
+        f"{tuple(round(x, 1) for x in out.get('load_avg', ()))}.",
+        "",
+        md_table(rows, cols),
+        "",
+        f"Device: {out['device']}",
+    ]
+    text = "\n".join(md)
+    print(text)
+    write_results("llamarl_heldout", out, text)
 
 
 def _pin(cores):

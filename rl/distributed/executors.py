@@ -157,6 +157,11 @@ class GeneratorExecutor:
     def param_shardings(self, params):
         return state_shardings(params, self.mesh)
 
+    def view(self, params):
+        """`params` (any placement) copied to this mesh with the module state, as the TrainState
+        view `Rollouts` and `rl.ar_eval.evaluate` read (held-out evaluation on the generator)."""
+        return _PolicyView(jax.device_put(params, self.param_shardings(params)), self.rest)
+
     def set_rest(self, rest):
         """Non-trainable module state (sent once; it never changes during RL)."""
         self.rest = jax.device_put(rest, state_shardings(rest, self.mesh))

@@ -45,6 +45,19 @@ def test_sync_mode_reproduces_losses_and_is_on_policy(runs):
     assert all(r < 1.0 + 1e-4 for r in a["ratio_max"])
 
 
+def test_runner_scores_the_warm_start_and_the_final_policy_on_held_out_prompts(runs):
+    """rl/ar_eval.py inside the llamarl runner: the warm start's scores are the same in every
+    mode (same SFT, prompts and keys), and each run reports the change with its interval."""
+    res = [runs[m]["result"] for m in ("sync", "async", "async_k")]
+    for key in ("before/accuracy", "before/pass1", "before/answer_ll"):
+        assert key in res[0] and all(r[key] == res[0][key] for r in res)
+    for r in res:
+        for m in ("greedy", "pass1", "answer_ll"):
+            assert r[f"change/{m}_lo"] <= r[f"change/{m}_mean"] <= r[f"change/{m}_hi"]
+    # the dense stand-in reward moves the policy: the bound on the true answer changes
+    assert runs["sync"]["result"]["after/answer_ll"] != runs["sync"]["result"]["before/answer_ll"]
+
+
 def test_async_modes_lag_by_k_and_are_deterministic(runs):
     one, k2 = runs["async"], runs["async_k"]
     assert one["result"]["layout"] == "split (trainer 4, generator 4 devices)"
