@@ -200,7 +200,7 @@ LEARN_SFT = os.path.join("runs", "bench_llamarl_default_sft")  # the default's w
 
 
 def learning_run(arg: str, control: str, sft_dir: str, seed: int = 0) -> dict:
-    """`configs/llamarl.py:<arg>` (the default, 20 steps) on 8 fake devices: per-step curves and
+    """`configs/llamarl.py:<arg>` on 8 fake devices: per-step curves and
     the per-prompt held-out scores before and after (`eval.npz`, rl/ar_eval.py)."""
     from configs import llamarl
     from rl.distributed.run import run
@@ -254,9 +254,9 @@ def time_to_target(reward, step_s, target: float) -> tuple[float, float]:
 def learning(target_gain: float):
     """The default config's 20 RL steps per mode against the lr=0 control (same prompts, keys
     and, with frozen weights, the same rollouts in every mode), and time-to-target."""
-    runs = {"lr0 control": learning_run("mode=sync", "lr0", LEARN_SFT)}
+    runs = {"lr0 control": learning_run("fixed_prompts,mode=sync", "lr0", LEARN_SFT)}
     for name, arg in MODES:
-        runs[name] = learning_run(arg, "none", LEARN_SFT)
+        runs[name] = learning_run("fixed_prompts," + arg, "none", LEARN_SFT)
     out = {"device": device_info(), "runs": runs, "load_avg": os.getloadavg()}
     learning_report(out, target_gain)
 
@@ -325,15 +325,31 @@ def learning_report(out: dict, target_gain: float):
     write_results("llamarl_learning", out, text)
 
 
-def heldout(seeds: int):
-    """Held-out evidence: per seed, the default config's 20 RL steps in every mode and the lr=0
+def heldout(seeds: int, lr0_once: bool = True):
+    """Held-out evidence: per seed, the default config's RL steps in every mode and the lr=0
     control (same warm start, prompts and keys), scored on the runner's `rl.num_eval` held-out
     prompts before and after; the gain over the control paired by prompt (bootstrap) and by
-    seed (t interval)."""
+    seed (t interval).
+
+    The lr0 control freezes the weights bitwise (tests/rl/test_run_ar.py) and the evaluation keys
+    depend only on the seed, so its "after" scores are its warm start's: with `lr0_once`
+    it runs on seed 0 only (the table shows the equality) and later seeds use the warm start's
+    scores as their control's."""
+    from configs import llamarl
+
+    c = llamarl.get_config("")
     out = {"device": device_info(), "seeds": {}}
+    out["config"] = (
+        f"defaults ({c.rl.steps} AIPO steps of {c.rl.prompts_per_step} prompts x "
+        f"{c.rl.group_size} samples from {c.rl.num_train_prompts} training prompts, AdamW lr "
+        f"{c.rl_optim.lr:g}, k3 KL {c.rl.kl_coef:g} to the SFT policy; one-operation arithmetic, "
+        f"2-layer d=64 policy SFT-warmed {c.sft.steps} steps)"
+    )
     for seed in range(seeds):
         sft = LEARN_SFT if seed == 0 else f"{LEARN_SFT}_s{seed}"
-        runs = {"lr0 control": learning_run("mode=sync", "lr0", sft, seed)}
+        runs = {}
+        if seed == 0 or not lr0_once:
+            runs["lr0 control"] = learning_run("mode=sync", "lr0", sft, seed)
         for name, arg in MODES:
             runs[name] = learning_run(arg, "none", sft, seed)
         out["seeds"][str(seed)] = {n: r["heldout"] for n, r in runs.items()}
@@ -341,7 +357,7 @@ def heldout(seeds: int):
         heldout_report(out)
 
 
-def heldout_report(out: dict):
+def heldout_report(out: dict, results_name: str = "llamarl_heldout"):
     """The table and results files of `heldout` (also from the saved JSON)."""
     from rl.evaluation import gain_over_control, paired_bootstrap, per_prompt
 
@@ -353,7 +369,13 @@ def heldout_report(out: dict):
             chg, after, ctl, before = [], [], [], []
             for sd in seeds:
                 runs = out["seeds"][sd]
-                r, c = runs[name], runs["lr0 control"]
+                if name not in runs:
+                    continue
+                r = runs[name]
+                c = runs.get("lr0 control") or {
+                    f"after_{m}": next(iter(runs.values()))[f"before_{m}"]
+                    for m in ("greedy", "pass1")
+                }
                 b, a = per_prompt(r[f"before_{metric}"]), per_prompt(r[f"after_{metric}"])
                 ca = per_prompt(c[f"after_{metric}"])
                 chg.append(100 * (a - b).mean())
@@ -364,25 +386,27 @@ def heldout_report(out: dict):
                     row[f"seed {sd}: over lr0 (95% CI over prompts)"] = str(
                         paired_bootstrap(ca, a).scaled(100)
                     )
+            row["seeds"] = len(before)
             row["before"] = f"{np.mean(before):.1f}"
             row["change from warm start"] = " / ".join(f"{x:+.1f}" for x in chg)
             if name != "lr0 control":
                 row["gain over lr0, over seeds (95% t)"] = str(gain_over_control(after, ctl))
             rows.append(row)
     cols = list(dict.fromkeys(k for r in rows for k in r))
-    n_eval = len(out["seeds"][seeds[0]]["lr0 control"]["before_greedy"])
+    n_eval = len(next(iter(out["seeds"][seeds[0]].values()))["before_greedy"])
     md = [
         "# LlamaRL held-out learning: every mode against the lr0 control (CPU)",
         "",
         f"`python -m bench.llamarl --what heldout --seeds {len(seeds)}`: `configs/llamarl.py` "
-        "defaults (one-operation arithmetic, 2-layer d=64 policy SFT-warmed 300 steps, 20 RL "
-        "steps of 16 prompts x 8 samples on 16 fixed training prompts, AIPO, AdamW lr 1e-3) on 8 "
-        f"fake CPU devices. Each run is scored on {n_eval} held-out prompts (the runner's "
-        "`rl/ar_eval.py`: greedy exact match and sampled pass@1 over 4 samples, the same keys "
-        "before and after). The lr0 control is the same loop with exact-zero updates, seed by "
-        "seed (same SFT, prompts and keys). Points; `seed k: over lr0` is the paired bootstrap "
-        "over prompts of (mode after - control after); the last column is the t interval of "
-        "that gain over seeds. Load average (1, 5, 15 min) at the end: "
+        f"{out.get('config', 'defaults')} on 8 fake CPU devices. Each run is scored on {n_eval} "
+        "held-out prompts (the runner's `rl/ar_eval.py`: greedy exact match and sampled pass@1 "
+        "over 4 samples, the same keys before and after). The lr0 control is the same loop "
+        "with exact-zero updates (same SFT, prompts and keys); it is run where its row's "
+        "`seeds` says, and elsewhere its scores are the warm start's (bitwise-frozen weights "
+        "and seed-fixed evaluation keys make them equal, as its `change` column shows). Points; "
+        "`seed k: over lr0` is the paired bootstrap over prompts of (mode after - control "
+        "after); the last column is the t interval of that gain over seeds. Load average "
+        "(1, 5, 15 min) at the end: "
         f"{tuple(round(x, 1) for x in out.get('load_avg', ()))}.",
         "",
         md_table(rows, cols),
@@ -391,7 +415,7 @@ def heldout_report(out: dict):
     ]
     text = "\n".join(md)
     print(text)
-    write_results("llamarl_heldout", out, text)
+    write_results(results_name, out, text)
 
 
 def _pin(cores):
@@ -426,7 +450,7 @@ def pinned_sync_baseline(steps: int, sft_dir: str, wd: str) -> list:
         sys.executable,
         "-m",
         "launch.main",
-        "--config=configs/llamarl.py:mode=sync",
+        "--config=configs/llamarl.py:fixed_prompts,mode=sync",
         f"--workdir={wd}",
         f"--config.rl.steps={steps}",
         f"--config.rl.sft_dir={sft_dir}",
@@ -452,7 +476,7 @@ def pinned_two_process(mode: str, steps: int, sft_dir: str, wd: str) -> list:
                 sys.executable,
                 "-m",
                 "rl.distributed.multiprocess",
-                f"--config=configs/llamarl.py:{mode}",
+                f"--config=configs/llamarl.py:fixed_prompts,{mode}",
                 f"--workdir={wd}",
                 f"--process_id={i}",
                 f"--port={port}",

@@ -214,7 +214,7 @@ def resume():
 
 
 def learn():
-    """The default configs/llamarl.py (its own SFT warm start, 20 RL steps, the real exact-match
+    """configs/llamarl.py:fixed_prompts (its own SFT warm start, 20 RL steps, the real exact-match
     reward) on 8 devices in sync, async and async_k, and the lr=0 control: with frozen weights
     every mode samples the same rollouts, so it is each mode's paired baseline."""
     import tempfile
@@ -230,7 +230,7 @@ def learn():
             ("async", "mode=async", "none"),
             ("async_k", "mode=async_k,k=2", "none"),
         ]:
-            c = llamarl.get_config(arg)
+            c = llamarl.get_config("fixed_prompts," + arg)
             c.rl.control = control
             c.rl.sft_dir = os.path.join(d, "sft")
             c.ckpt_every = 0

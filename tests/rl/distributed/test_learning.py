@@ -1,11 +1,11 @@
-"""The default configs/llamarl.py learns (spec §10.2): 20 RL steps on 8 fake CPU devices in sync
+"""configs/llamarl.py:fixed_prompts learns (spec §10.2): 20 RL steps on 8 fake CPU devices in sync
 (k=0), 1-step (k=1) and k-step (k=2) modes, each from the same SFT warm start with the real
 exact-match reward, judged against the lr=0 control of the same loop. With frozen weights the
 control samples exactly the rollouts every mode would sample at the warm start (same prompts,
 same keys), so a per-step difference is not a prompt-order effect. Sync mode is on-policy:
 importance weights 1. ~10 min on the shared 2-core CPU (SFT 300 steps + 4 x 20 RL steps): slow.
 
-Measured when the defaults were set (bench/results/llamarl_learning.md, one seed): the warm
+Measured when these were the defaults (bench/results/llamarl_learning.md, one seed): the warm
 start's reward is ~0.55 and over steps 10-19 sync / k=1 / k=2 are +0.24 / +0.31 / +0.23 above
 the control; the 0.05 margins below are about a fifth of that. This test's own run (its own
 SFT in a temporary directory, the same seed) passed at the commit that added it."""
