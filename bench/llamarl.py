@@ -296,15 +296,17 @@ def learning_report(out: dict, target_gain: float):
     md = [
         "# LlamaRL learning: training reward over 20 RL steps per mode (CPU, functional evidence)",
         "",
-        "`python -m bench.llamarl --what learning`: `configs/llamarl.py` defaults (one-operation "
-        "arithmetic, a 2-layer d=64 policy SFT-warmed 300 steps, 16 prompts x 8 samples per step, "
-        "the same 16 training prompts every step, AIPO rho=2, AdamW lr 1e-3), 8 fake CPU devices "
-        "on 2 shared cores, deterministic schedule (rollout b sampled with version max(b-k, 0)), "
-        "one seed. The lr0 control runs the same loop with exact-zero updates: with frozen weights "
-        "every mode samples the same rollouts, so it is the paired baseline of every mode (same "
-        "prompts, same keys); `gain_over_lr0_last10` is the mean per-step difference over steps "
-        "10-19. Time-to-target: wall seconds (the sum of the trainer's step times over steps 1.., "
-        "step 0's compilation left out) until the 3-step trailing mean of the training reward "
+        "`python -m bench.llamarl --what learning`: `configs/llamarl.py:fixed_prompts` (the "
+        "default until 2026-12-03; held out it loses accuracy: llamarl_heldout_fixed_prompts.md; "
+        "one-operation arithmetic, a 2-layer d=64 policy SFT-warmed 300 steps, 16 prompts x 8 "
+        "samples per step, the same 16 training prompts every step, AIPO rho=2, AdamW lr 1e-3), 8"
+        " fake CPU devices on 2 shared cores, deterministic schedule (rollout b sampled with "
+        "version max(b-k, 0)), one seed. The lr0 control runs the same loop with exact-zero "
+        "updates: with frozen weights every mode samples the same rollouts, so it is the paired "
+        "baseline of every mode (same prompts, same keys); `gain_over_lr0_last10` is the mean "
+        "per-step difference over steps 10-19. Time-to-target: wall seconds (the sum of the "
+        "trainer's step times over steps 1.., step 0's compilation left out) until the 3-step "
+        "trailing mean of the training reward "
         f"first reaches {target:.3f} = the lr0 control's mean {warm:.3f} + {target_gain}. "
         "The sync run is co-located on all 8 fake devices (trainer fsdp 8, generator tensor 8), "
         "the async runs split them 4 + 4: on 2 shared cores the 8-way co-located step is the "
@@ -585,7 +587,7 @@ def pinned_report(out: dict):
         "# LlamaRL pinned two-process mode on CPU (functional and cost-model evidence)",
         "",
         f"`python -m bench.llamarl --what pinned --steps {steps} --repeats {repeats}`: "
-        "`configs/llamarl.py` defaults (warm start from `--what learning`'s SFT), steps 0-1 "
+        "`configs/llamarl.py:fixed_prompts` (warm start from `--what learning`'s SFT), steps 0-1 "
         "discarded, medians in seconds. Sync baseline: one process on both cores (2 CPU devices, "
         "co-located, k=0). Pinned: `rl/distributed/multiprocess.py`, process 0 (trainer) on core "
         "0, process 1 (generator) on core 1 (os.sched_setaffinity), rollouts over a localhost "
