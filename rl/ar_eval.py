@@ -71,6 +71,22 @@ def evaluate(roll, state, samples: list | None = None) -> dict[str, np.ndarray]:
     return {m: np.asarray(v, np.float64) for m, v in out.items()}
 
 
+def evaluate_after(roll, state, writer, step: int, workdir: str, before) -> dict[str, np.ndarray]:
+    """The final policy's `evaluate`, logged at `step` (means and sample texts), and both
+    evaluations' per-prompt scores saved to `workdir/eval.npz` (`before_*`, `after_*`) for
+    benchmarks that pair runs by prompt."""
+    texts: list[str] = []
+    after = evaluate(roll, state, texts)
+    writer.write(step, summary(after, "after"))
+    writer.text(step, "eval/samples", "\n\n".join(texts))
+    np.savez(
+        os.path.join(workdir, "eval.npz"),
+        **{f"before_{k}": v for k, v in before.items()},
+        **{f"after_{k}": v for k, v in after.items()},
+    )
+    return after
+
+
 def summary(scores: dict[str, np.ndarray], prefix: str) -> dict[str, float]:
     """Means of the per-prompt scores as `{prefix}/{metric}` (accuracy = greedy)."""
     m = {k: float(ev.per_prompt(v).mean()) for k, v in scores.items()}

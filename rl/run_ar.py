@@ -321,16 +321,8 @@ def run(config, workdir: str) -> dict[str, float]:
         before_updates=objectives.make_refresh_old(objective),
     )
     ckpt.close()
-    texts = []
-    after = ar_eval.evaluate(roll, state, texts)
-    writer.write(sft.steps + rc.steps, ar_eval.summary(after, "after"))
-    writer.text(sft.steps + rc.steps, "eval/samples", "\n\n".join(texts))
+    after = ar_eval.evaluate_after(roll, state, writer, sft.steps + rc.steps, workdir, before)
     writer.close()
-    np.savez(
-        os.path.join(workdir, "eval.npz"),
-        **{f"before_{k}": v for k, v in before.items()},
-        **{f"after_{k}": v for k, v in after.items()},
-    )
     extra = {
         "skipped": int(jax.device_get(state.skipped)),
         "train/loss": last.get("train/loss", float("nan")),

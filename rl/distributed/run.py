@@ -13,7 +13,8 @@ Held-out evaluation (`rl/ar_eval.py`, as in `rl/run_ar.py`): the warm start (cac
 SFT checkpoint) and the final policy are scored on `rl.num_eval` held-out prompts (greedy
 accuracy, sampled pass@1, the answer log-likelihood bound) with the generator's sampler and the
 same keys, and the change is reported with its paired-bootstrap 95% interval (the default uses
-512 prompts, `:tiny` 4). With `rl.control = lr0` the same runner gives the paired control.
+512 prompts, `:tiny` 4; `rl.num_eval` must be at least 1). With `rl.control = lr0` the same
+runner gives the paired control.
 
 Checkpoints hold the trainer state and the training frontier (see `run`). Not yet: a final
 checkpoint of a finished run (a finished run reruns).
@@ -141,16 +142,16 @@ def run(config, workdir: str) -> dict[str, float]:
     rc, lc = config.rl, config.llamarl
     writer = MetricWriter(workdir) if is_main_process() else NullWriter(workdir)
     trainer, generator, weights, sft_steps, layout = build(config, workdir, writer)
-    heldout = rc.num_eval > 0
-    if heldout:  # the warm start: the trainer holds the SFT weights until a checkpoint restores
-        texts: list[str] = []
-        sft_dir = rc.sft_dir or os.path.join(workdir, "sft")
-        view = generator.view(trainer.policy_params())
-        before = ar_eval.cached_evaluate(generator.rollouts, view, sft_dir, config, texts)
-        del view
-        writer.write(sft_steps, ar_eval.summary(before, "before"))
-        if texts:
-            writer.text(sft_steps, "eval/samples", "\n\n".join(texts))
+    # The warm start's held-out scores: the trainer holds the SFT weights until a checkpoint
+    # restores (cached next to the SFT checkpoint, so a resumed run reads them back).
+    texts: list[str] = []
+    sft_dir = rc.sft_dir or os.path.join(workdir, "sft")
+    view = generator.view(trainer.policy_params())
+    before = ar_eval.cached_evaluate(generator.rollouts, view, sft_dir, config, texts)
+    del view
+    writer.write(sft_steps, ar_eval.summary(before, "before"))
+    if texts:
+        writer.text(sft_steps, "eval/samples", "\n\n".join(texts))
     ckpt = Checkpointer(os.path.join(workdir, "ckpt"), keep=config.keep_checkpoints)
     frontier = None
     restored = ckpt.restore(trainer.state)
@@ -193,18 +194,11 @@ def run(config, workdir: str) -> dict[str, float]:
     )
     ckpt.wait()
     ckpt.close()
-    table = None
-    if heldout:
-        texts = []
-        after = ar_eval.evaluate(generator.rollouts, generator.view(trainer.policy_params()), texts)
-        writer.write(sft_steps + rc.steps, ar_eval.summary(after, "after"))
-        writer.text(sft_steps + rc.steps, "eval/samples", "\n\n".join(texts))
-        scores, table = ar_eval.report(config, sft_steps, before, after, {})
-        np.savez(
-            os.path.join(workdir, "eval.npz"),
-            **{f"before_{k}": v for k, v in before.items()},
-            **{f"after_{k}": v for k, v in after.items()},
-        )
+    final = generator.view(trainer.policy_params())
+    after = ar_eval.evaluate_after(
+        generator.rollouts, final, writer, sft_steps + rc.steps, workdir, before
+    )
+    scores, table = ar_eval.report(config, sft_steps, before, after, {})
     writer.close()
     rewards = [h.get("rl/reward_mean", np.nan) for h in history]
     steady = stats.step_times[1:] or stats.step_times
@@ -231,10 +225,9 @@ def run(config, workdir: str) -> dict[str, float]:
         "wall_s": stats.wall_s,
         "skipped": int(jax.device_get(trainer.state.skipped)),
     }
-    if heldout:
-        result.update(scores)
-        if is_main_process():
-            print(table)
+    result.update(scores)
+    if is_main_process():
+        print(table)
     return finish(
         workdir,
         result,
