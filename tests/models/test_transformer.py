@@ -231,7 +231,11 @@ def test_fused_params_are_the_unfused_draws_and_grads_match():
     import sys
 
     here = os.path.dirname(os.path.abspath(__file__))
-    cheap = ("--xla_backend_optimization_level", "--xla_llvm_disable_expensive_passes")
+    cheap = (  # tests/conftest.py's CHEAP_COMPILES
+        "--xla_backend_optimization_level",
+        "--xla_llvm_disable_expensive_passes",
+        "--xla_cpu_use_fusion_emitters",
+    )
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(cheap)]
     out = subprocess.run(
         [sys.executable, os.path.join(here, "default_level_check.py")],
