@@ -114,6 +114,10 @@ def _speed(counts, block, repeats, chunk):
             row[f"{mode}_s"] = med
             row[f"{mode}_x_loop"] = float(np.median(times["loop"])) / med
             row[f"{mode}_spread_s"] = float(np.max(times[mode]) - np.min(times[mode]))
+            # the ratio within each repeat (loop and mode timed back to back): its range
+            paired = np.asarray(times["loop"]) / np.asarray(times[mode])
+            row[f"{mode}_x_loop_min"] = float(paired.min())
+            row[f"{mode}_x_loop_max"] = float(paired.max())
             diff = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), outs[mode].shared, ref)
             row[f"{mode}_max_abs_diff_vs_loop"] = max(jax.tree.leaves(diff))
             print(
@@ -184,6 +188,7 @@ def main(argv=None):
         "repeats": args.repeats,
     }
     cols = ["clients", "load_1min_end"] + [f"{m}_{k}" for m in MODES for k in ("s", "x_loop")]
+    paired_cols = ["clients"] + [f"{m}_x_loop_{k}" for m in MODES[1:] for k in ("min", "max")]
     md = [
         "# Federated simulation: vmap vs loop, exact and with share_char_encoder",
         "",
@@ -196,6 +201,13 @@ def main(argv=None):
         + "; ".join(f"{m} {r[f'{m}_max_abs_diff_vs_loop']:.2g}" for r in rows[-1:] for m in MODES)
         + " (the `+share` modes are a different algorithm).",
     ]
+    if rows and "vmap_x_loop_min" in rows[-1]:
+        md += [
+            "",
+            "Range (min-max) over repeats of the per-repeat ratio loop time / mode time:",
+            "",
+            md_table(rows, paired_cols),
+        ]
     if oov_rows:
         md += [
             "",

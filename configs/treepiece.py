@@ -85,4 +85,6 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.ckpt_every = 0 if tiny else 200
     c.eval_batch = 32
     c.latency_repeats = 3 if tiny else 50
+    # batch sizes timed for latency (each is its own compiled decoder; tiny times batch 1 only)
+    c.latency_batches = (1,) if tiny else (1, 32)
     return c

@@ -5,8 +5,8 @@
 state created sharded, restore, the jitted update step; ``train.loop.fit``; ``finish``), then
 decodes the test (and compositional) split with the jitted decoder and reports exact match on
 decoupled trees, the fraction of well-formed outputs, mean decoder steps and per-utterance latency
-at batch 1 and 32. ``bench/treepiece.py`` reuses ``prepare`` / ``train_system`` /
-``evaluate`` / ``latency``.
+at the batch sizes of ``config.latency_batches`` (1 and 32; tiny: 1). ``bench/treepiece.py``
+reuses ``prepare`` / ``train_system`` / ``evaluate`` / ``latency``.
 """
 
 from __future__ import annotations
@@ -296,7 +296,7 @@ def run(config, workdir: str) -> dict[str, float]:
         if split in prep["splits"]:
             results.update(evaluate(config, prep, state, decode, split))
     dec_fn, _ = serving_fns(state, decode, systems.encode_only(build_graphdef(config, prep)))
-    for b in (1, 32):
+    for b in config.latency_batches:
         results[f"latency_ms/batch{b}"] = 1e3 * latency(
             config, prep, dec_fn, b, config.latency_repeats
         )

@@ -219,16 +219,19 @@ def test_fused_model_reproduces_pre_fusion_outputs(ref, case):
             )
 
 
-def test_fused_params_are_the_unfused_draws_and_grads_match():
+def test_fused_params_are_the_unfused_draws_and_grads_match(ref):
     """wqkv / w_gate_up hold exactly the separate initialisers' draws; gradients agree too.
 
-    Checked in a fresh process at XLA's default optimisation level (default_level_check.py runs
-    `check_fused_params_are_the_unfused_draws` below): the suite compiles at level 0
-    (tests/conftest.py), which changes the truncated-normal draws in the last bit, and the
-    recorded draws were made at the default level.
+    The bitwise draws are checked in a fresh process at XLA's default optimisation level
+    (default_level_check.py runs `check_fused_params_are_the_unfused_draws` below): the suite
+    compiles at level 0 (tests/conftest.py), which changes the truncated-normal draws in the last
+    bit, and the recorded draws were made at the default level. Gradients and the conversion of a
+    pre-fusion tree are compared within float tolerance here, at the suite's level.
     """
     import subprocess
     import sys
+
+    from models.layout import fuse_projections, split_projections
 
     here = os.path.dirname(os.path.abspath(__file__))
     cheap = (  # tests/conftest.py's CHEAP_COMPILES
@@ -248,18 +251,8 @@ def test_fused_params_are_the_unfused_draws_and_grads_match():
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     assert out.stdout.strip().splitlines()[-1] == "ok", out.stdout[-2000:]
 
-
-def check_fused_params_are_the_unfused_draws(ref):
-    """The body of the test above (run by default_level_check.py)."""
-    from models.layout import fuse_projections, split_projections
-
     m = Transformer(_REF_CFG, rngs=nnx.Rngs(3))
     gd, params = nnx.split(m, nnx.Param)
-    got = split_projections(nnx.to_pure_dict(params))
-    want = _ref_tree(ref, "param")
-    assert jax.tree.structure(got) == jax.tree.structure(want)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), b)  # bit-identical, not just close
     toks, mask = jnp.asarray(ref["tokens"]), jnp.asarray(ref["mask_left"])
 
     def loss(p):
@@ -269,15 +262,25 @@ def check_fused_params_are_the_unfused_draws(ref):
     g = split_projections(nnx.to_pure_dict(jax.jit(jax.grad(loss))(params)))
     for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(_ref_tree(ref, "grad")), strict=True):
         np.testing.assert_allclose(np.asarray(a), b, atol=2e-5, rtol=1e-4)
-    # A parameter tree saved before the fusion converts and gives the same model.
+    # A parameter tree saved before the fusion converts and gives the pre-fusion model's logits.
     other = Transformer(_REF_CFG, rngs=nnx.Rngs(0))
     st = nnx.state(other, nnx.Param)
-    nnx.replace_by_pure_dict(st, fuse_projections(want))
+    nnx.replace_by_pure_dict(st, fuse_projections(_ref_tree(ref, "param")))
     nnx.update(other, st)
-    np.testing.assert_array_equal(
-        np.asarray(_fwd(other, toks, mask_bt=mask).logits),
-        np.asarray(_fwd(m, toks, mask_bt=mask).logits),
-    )
+    got = np.asarray(_fwd(other, toks, mask_bt=mask).logits)
+    np.testing.assert_allclose(got, ref["causal/logits_left"], atol=2e-5, rtol=1e-5)
+
+
+def check_fused_params_are_the_unfused_draws(ref):
+    """The bitwise part of the test above (run by default_level_check.py at the default level)."""
+    from models.layout import split_projections
+
+    m = Transformer(_REF_CFG, rngs=nnx.Rngs(3))
+    got = split_projections(nnx.to_pure_dict(nnx.state(m, nnx.Param)))
+    want = _ref_tree(ref, "param")
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), b)  # bit-identical, not just close
 
 
 def test_fused_kv_cache_decoding_reproduces_pre_fusion(ref):
