@@ -71,7 +71,10 @@ def test_dry_run_plans_every_default_config(name):
 def _env(devices: int) -> dict:
     env = {**os.environ, "LMRL_NO_PROGRESS": "1", "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
     env["JAX_NUM_CPU_DEVICES"] = str(devices)
-    env.pop("XLA_FLAGS", None)
+    # JAX_NUM_CPU_DEVICES sets the device count: drop a forced one, keep the cheap-compile flags
+    env["XLA_FLAGS"] = " ".join(
+        f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f
+    )
     return env
 
 

@@ -127,7 +127,8 @@ def test_runner_missing_weights_dir_is_clear(tmp_path):
 
 SHARDED_LOAD = r"""
 import os, sys
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+flags = os.environ.get("XLA_FLAGS", "")  # the suite's cheap-compile flags, plus 4 devices
+os.environ["XLA_FLAGS"] = flags + " --xla_force_host_platform_device_count=4"
 os.environ["JAX_PLATFORMS"] = "cpu"
 import jax, numpy as np
 from flax import nnx

@@ -42,7 +42,10 @@ def _free(port: int) -> bool:
 def _launch(workdir, *flags):
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", "LMRL_NO_PROGRESS": "1"}
-    env.pop("XLA_FLAGS", None)
+    # each process sets its own device count: drop a forced one, keep the cheap-compile flags
+    env["XLA_FLAGS"] = " ".join(
+        f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f
+    )
     env.pop("JAX_NUM_CPU_DEVICES", None)
     return [
         subprocess.Popen(

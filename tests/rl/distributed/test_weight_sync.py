@@ -77,7 +77,9 @@ def test_two_process_two_hop_sync_on_localhost():
     127.0.0.1 with gloo: bitwise equal shards on process 1, checksums agree across processes."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": ROOT}
-    env.pop("XLA_FLAGS", None)
+    # mp_sync.py sets its own device count: drop a forced one, keep the suite's cheap-compile flags
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    env["XLA_FLAGS"] = " ".join(flags)
     procs = [
         subprocess.Popen(
             [sys.executable, os.path.join(HERE, "mp_sync.py"), str(i), str(port)],
