@@ -272,15 +272,18 @@ def test_fused_params_are_the_unfused_draws_and_grads_match(ref):
 
 
 def check_fused_params_are_the_unfused_draws(ref):
-    """The bitwise part of the test above (run by default_level_check.py at the default level)."""
-    from models.layout import split_projections
+    """The bitwise part of the test above (run by default_level_check.py at the default level):
+    the drawn parameters split into the recorded pre-fusion draws, and the recorded pre-fusion
+    tree fuses into exactly the drawn parameters (so a converted checkpoint is the same model)."""
+    from models.layout import fuse_projections, split_projections
 
     m = Transformer(_REF_CFG, rngs=nnx.Rngs(3))
-    got = split_projections(nnx.to_pure_dict(nnx.state(m, nnx.Param)))
+    fused = nnx.to_pure_dict(nnx.state(m, nnx.Param))
     want = _ref_tree(ref, "param")
-    assert jax.tree.structure(got) == jax.tree.structure(want)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), b)  # bit-identical, not just close
+    for got, exp in ((split_projections(fused), want), (fuse_projections(want), fused)):
+        assert jax.tree.structure(got) == jax.tree.structure(exp)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(exp), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # bit-identical
 
 
 def test_fused_kv_cache_decoding_reproduces_pre_fusion(ref):
