@@ -19,7 +19,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("LMRL_NO_PROGRESS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-CHEAP_COMPILES = {  # tests/models/test_transformer.py strips these for its default-level check
+_CHEAP_COMPILES = {  # tests/models/test_transformer.py strips these for its default-level check
     "--xla_backend_optimization_level": "0",
     "--xla_llvm_disable_expensive_passes": "true",
     # XLA:CPU's legacy elemental emitter instead of the MLIR fusion emitters: half the backend
@@ -28,7 +28,7 @@ CHEAP_COMPILES = {  # tests/models/test_transformer.py strips these for its defa
     "--xla_cpu_use_fusion_emitters": "false",
 }
 _flags = os.environ.get("XLA_FLAGS", "")
-_extra = [f"{k}={v}" for k, v in CHEAP_COMPILES.items() if k not in _flags]
+_extra = [f"{k}={v}" for k, v in _CHEAP_COMPILES.items() if k not in _flags]
 os.environ["XLA_FLAGS"] = " ".join([_flags, *_extra]).strip()
 
 import jax  # noqa: E402

@@ -234,7 +234,7 @@ def test_fused_params_are_the_unfused_draws_and_grads_match(ref):
     from models.layout import fuse_projections, split_projections
 
     here = os.path.dirname(os.path.abspath(__file__))
-    cheap = (  # tests/conftest.py's CHEAP_COMPILES
+    cheap = (  # tests/conftest.py's _CHEAP_COMPILES
         "--xla_backend_optimization_level",
         "--xla_llvm_disable_expensive_passes",
         "--xla_cpu_use_fusion_emitters",
