@@ -38,6 +38,9 @@ setup(
         "tqdm>=4.66,<5",
         "matplotlib>=3.8,<4",
         "numpy>=1.26,<3",
+        # jax needs >=0.5; 0.7.0's extension takes ~1.4 s to import (0.6.0: ~0.02 s), paid by
+        # every process that imports jax: each CLI run, test subprocess and notebook kernel.
+        "ml-dtypes>=0.5,<0.7",
         "scipy>=1.11,<2",
         "sympy>=1.12,<2",
         "safetensors>=0.4,<1",

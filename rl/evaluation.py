@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import optax
-from scipy import stats
 
 CONTROLS = ("none", "lr0", "shuffle")
 
@@ -103,6 +102,8 @@ def seed_interval(values: Sequence[float], level: float = 0.95) -> Interval:
     m = float(v.mean())
     if v.size < 2:
         return Interval(m, float("nan"), float("nan"), 1, level)
+    from scipy import stats  # here, not at import: scipy.stats costs ~1 s of every run's start-up
+
     half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
     return Interval(m, m - half, m + half, int(v.size), level)
 

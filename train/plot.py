@@ -12,12 +12,7 @@ from __future__ import annotations
 import math
 import re
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from train.metrics import read_metrics  # noqa: E402
+from train.metrics import read_metrics
 
 _CHANGE = re.compile(r"^change/(.+?)(?:/|_)(mean|lo|hi)$")
 
@@ -55,6 +50,13 @@ def plot_metrics(
     Returns:
       The PNG path.
     """
+    # matplotlib is imported here, not with the module: every runner imports this module, and
+    # pyplot costs ~0.5 s of start-up that a run failing on its config should not pay.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     recs = read_metrics(jsonl_path)
     keys = [k for k in keys if any(_num(r.get(k)) for r in recs)]
     pairs, changes = heldout_from_result(result)

@@ -238,6 +238,7 @@ def test_fused_params_are_the_unfused_draws_and_grads_match(ref):
         "--xla_backend_optimization_level",
         "--xla_llvm_disable_expensive_passes",
         "--xla_cpu_use_fusion_emitters",
+        "--xla_cpu_parallel_codegen_split_count",
     )
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(cheap)]
     out = subprocess.run(
