@@ -75,11 +75,11 @@ def test_sigkill_resume_matches_uninterrupted_then_corrupt_checkpoint_is_one_lin
     """One reference run serves two checks: a run SIGKILLed mid-way and resumed ends with the
     reference's numbers; then the reference's checkpoints are overwritten with garbage and a
     rerun fails with one clear line (exit 2, no traceback)."""
-    flags = [
-        "--config.sft.steps=40",
+    flags = [  # 20 steps leave ~10 to run after the kill (resume from step 10 or 15)
+        "--config.sft.steps=20",
         "--config.ckpt_every=5",
         "--config.log_every=5",
-        "--config.eval_every=20",
+        "--config.eval_every=10",
     ]
     ref = tmp_path / "ref"
     assert _run(_cmd(ref, *flags)).returncode == 0
@@ -93,7 +93,7 @@ def test_sigkill_resume_matches_uninterrupted_then_corrupt_checkpoint_is_one_lin
     while time.time() < deadline and proc.poll() is None:
         names = os.listdir(w / "ckpt") if (w / "ckpt").exists() else []
         steps = [int(d) for d in names if d.isdigit()]
-        if any(10 <= s < 40 for s in steps):
+        if any(10 <= s < 20 for s in steps):
             proc.send_signal(signal.SIGKILL)
             killed = True
             break
