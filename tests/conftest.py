@@ -30,7 +30,8 @@ _CHEAP_COMPILES = {  # tests/models/test_transformer.py strips these for its def
     # (llvm::SplitModule, CloneModule, printing each part) was ~18% of a compile's CPU time in a
     # perf profile of the tiny TreePiece update, and with two pytest workers on two cores the
     # parallel parts gain no wall time. Measured 94.5 -> 79.5 CPU-s (user+sys, mean of 2 A/B pairs)
-    # on tests/rl/test_spg_controls.py, tests/fed/test_fast_paths.py and the treepiece pulse run.
+    # on tests/rl/test_spg_controls.py, tests/fed/test_fast_paths.py and the treepiece pulse run;
+    # the whole cold suite's CPU time (~750-780 s) did not move outside its run-to-run noise.
     "--xla_cpu_parallel_codegen_split_count": "1",
 }
 _flags = os.environ.get("XLA_FLAGS", "")
