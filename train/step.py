@@ -33,13 +33,13 @@ def _split_micro(batch, m: int):
     return jax.tree.map(one, batch)
 
 
+def _is_float(x) -> bool:
+    return jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+
+
 def all_finite(tree) -> jax.Array:
     """bool scalar: every float leaf of `tree` is finite (integer leaves are ignored)."""
-    oks = [
-        jnp.all(jnp.isfinite(x))
-        for x in jax.tree.leaves(tree)
-        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
-    ]
+    oks = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if _is_float(x)]
     return jnp.all(jnp.stack(oks)) if oks else jnp.bool_(True)
 
 
@@ -54,11 +54,11 @@ def state_finite(params, opt_state) -> jax.Array:
     """
     pdef = jax.tree.structure(params)
     like = lambda n: jax.tree.structure(n) == pdef  # noqa: E731
-    twins = [n for n in jax.tree.leaves(opt_state, is_leaf=like) if like(n)]
-    rest = [n for n in jax.tree.leaves(opt_state, is_leaf=like) if not like(n)]
+    nodes = jax.tree.leaves(opt_state, is_leaf=like)
+    twins, rest = [n for n in nodes if like(n)], [n for n in nodes if not like(n)]
 
     def leaf_ok(*xs):
-        xs = [x for x in xs if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+        xs = [x for x in xs if _is_float(x)]
         return jnp.all(functools.reduce(jnp.logical_and, map(jnp.isfinite, xs))) if xs else True
 
     oks = [jnp.asarray(o) for o in jax.tree.leaves(jax.tree.map(leaf_ok, params, *twins))]

@@ -96,7 +96,7 @@ def test_state_finite_equals_all_finite_of_params_and_optimizer_state():
         )
 
     is_c = lambda p: "c" in jax.tree_util.keystr(p)  # noqa: E731
-    bad_param = poison(params, lambda p: is_c(p))
+    bad_param = poison(params, is_c)
     bad_nu = opt[:1] + ((opt[1][0]._replace(nu=poison(opt[1][0].nu, is_c)),) + opt[1][1:],)
     for p_, o_ in ((bad_param, opt), (params, bad_nu)):
         assert not bool(state_finite(p_, o_)) and not bool(all_finite((p_, o_)))
