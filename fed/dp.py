@@ -18,12 +18,17 @@ add-or-remove-one neighbouring relation); `calibrate_sigma` finds the noise mult
 
 from __future__ import annotations
 
-import dp_accounting
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-_ADD_REMOVE = dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
+
+def _dpa():
+    """`dp_accounting`, imported on first use: its import (scipy.signal, scipy.optimize) takes
+    ~1.5 s, which a run without DP accounting (e.g. fed_oov without DP noise) need not pay."""
+    import dp_accounting
+
+    return dp_accounting
 
 
 def clip_rows(x_nd: jax.Array, clip: float) -> jax.Array:
@@ -107,27 +112,29 @@ def dp_mean_cov(
 
 def gaussian_event(sigma: float, *, steps: int = 1, sampling_rate: float = 1.0):
     """`steps` compositions of a (Poisson-subsampled) Gaussian mechanism with multiplier sigma."""
-    event = dp_accounting.GaussianDpEvent(sigma)
+    dpa = _dpa()
+    event = dpa.GaussianDpEvent(sigma)
     if sampling_rate < 1.0:
-        event = dp_accounting.PoissonSampledDpEvent(sampling_rate, event)
-    return dp_accounting.SelfComposedDpEvent(event, steps) if steps > 1 else event
+        event = dpa.PoissonSampledDpEvent(sampling_rate, event)
+    return dpa.SelfComposedDpEvent(event, steps) if steps > 1 else event
 
 
 def mean_cov_event(sigma_mean: float, sigma_cov: float, sampling_rate: float = 1.0):
     """The FreD release: two Gaussian mechanisms on the same users (mean and second moment)."""
-    event = dp_accounting.ComposedDpEvent(
-        [dp_accounting.GaussianDpEvent(sigma_mean), dp_accounting.GaussianDpEvent(sigma_cov)]
-    )
+    dpa = _dpa()
+    event = dpa.ComposedDpEvent([dpa.GaussianDpEvent(sigma_mean), dpa.GaussianDpEvent(sigma_cov)])
     if sampling_rate < 1.0:
-        event = dp_accounting.PoissonSampledDpEvent(sampling_rate, event)
+        event = dpa.PoissonSampledDpEvent(sampling_rate, event)
     return event
 
 
 def _accountant(kind: str):
+    dpa = _dpa()
+    add_remove = dpa.NeighboringRelation.ADD_OR_REMOVE_ONE
     if kind == "rdp":
-        return dp_accounting.rdp.RdpAccountant(neighboring_relation=_ADD_REMOVE)
+        return dpa.rdp.RdpAccountant(neighboring_relation=add_remove)
     if kind == "pld":
-        return dp_accounting.pld.PLDAccountant(_ADD_REMOVE, value_discretization_interval=1e-4)
+        return dpa.pld.PLDAccountant(add_remove, value_discretization_interval=1e-4)
     raise ValueError(f"unknown accountant {kind!r}; use 'rdp' or 'pld'")
 
 
@@ -147,11 +154,11 @@ def calibrate_sigma(
 ) -> float:
     """Smallest noise multiplier whose event meets (target_epsilon, delta)."""
     return float(
-        dp_accounting.calibrate_dp_mechanism(
+        _dpa().calibrate_dp_mechanism(
             lambda: _accountant(accountant),
             make_event,
             target_epsilon,
             delta,
-            dp_accounting.LowerEndpointAndGuess(1e-3, 1.0),
+            _dpa().LowerEndpointAndGuess(1e-3, 1.0),
         )
     )
