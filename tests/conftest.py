@@ -19,23 +19,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("LMRL_NO_PROGRESS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-_CHEAP_COMPILES = {  # tests/models/test_transformer.py strips these for its default-level check
-    "--xla_backend_optimization_level": "0",
-    "--xla_llvm_disable_expensive_passes": "true",
-    # XLA:CPU's legacy elemental emitter instead of the MLIR fusion emitters: half the backend
-    # compile time (83.7 -> 42.0 s over the 662 programs of tests/rl/test_spg_controls.py,
-    # tests/fed/test_fast_paths.py and tests/models/test_transformer.py, cold cache, idle CPU).
-    "--xla_cpu_use_fusion_emitters": "false",
-    # One LLVM module per program instead of XLA splitting it for parallel codegen: the split
-    # (llvm::SplitModule, CloneModule, printing each part) was ~18% of a compile's CPU time in a
-    # perf profile of the tiny TreePiece update, and with two pytest workers on two cores the
-    # parallel parts gain no wall time. Measured 94.5 -> 79.5 CPU-s (user+sys, mean of 2 A/B pairs)
-    # on tests/rl/test_spg_controls.py, tests/fed/test_fast_paths.py and the treepiece pulse run;
-    # the whole cold suite's CPU time (~750-780 s) did not move outside its run-to-run noise.
-    "--xla_cpu_parallel_codegen_split_count": "1",
-}
+from child_env import CHEAP_COMPILES  # noqa: E402  (tests/support/ is on sys.path: pyproject.toml)
+
 _flags = os.environ.get("XLA_FLAGS", "")
-_extra = [f"{k}={v}" for k, v in _CHEAP_COMPILES.items() if k not in _flags]
+_extra = [f"{k}={v}" for k, v in CHEAP_COMPILES.items() if k not in _flags]
 os.environ["XLA_FLAGS"] = " ".join([_flags, *_extra]).strip()
 
 import jax  # noqa: E402

@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 import pytest
+from child_env import child_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -68,21 +69,11 @@ def test_dry_run_plans_every_default_config(name):
     assert plan(config, get_dry_run_parts(config))["params"] > 0
 
 
-def _env(devices: int) -> dict:
-    env = {**os.environ, "LMRL_NO_PROGRESS": "1", "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
-    env["JAX_NUM_CPU_DEVICES"] = str(devices)
-    # JAX_NUM_CPU_DEVICES sets the device count: drop a forced one, keep the cheap-compile flags
-    env["XLA_FLAGS"] = " ".join(
-        f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f
-    )
-    return env
-
-
 def _mesh_check(out_dir, devices: int, mesh: str, names) -> dict:
     out = subprocess.run(
         [sys.executable, os.path.join(HERE, "mesh_check.py"), str(out_dir), mesh, *names],
         cwd=ROOT,
-        env=_env(devices),
+        env=child_env(devices),
         capture_output=True,
         text=True,
         timeout=3600,
@@ -159,7 +150,7 @@ def _parity(mode: str) -> dict:
     out = subprocess.run(
         [sys.executable, os.path.join(HERE, "mesh_parity_check.py"), mode],
         cwd=ROOT,
-        env=_env(8),
+        env=child_env(8),
         capture_output=True,
         text=True,
         timeout=900,

@@ -23,6 +23,7 @@ import subprocess
 import sys
 
 import pytest
+from child_env import child_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = {"sft": "configs/sft.py:tiny", "spg": "configs/spg.py:tiny"}
@@ -30,14 +31,7 @@ UNTIMED = ("seconds", "time", "wall")  # result entries that measure the machine
 
 
 def _env(devices: int) -> dict:
-    env = {**os.environ, "LMRL_NO_PROGRESS": "1", "JAX_PLATFORMS": "cpu"}
-    env["JAX_NUM_CPU_DEVICES"] = str(devices)
-    env["JAX_CPU_COLLECTIVES_IMPLEMENTATION"] = "gloo"
-    # JAX_NUM_CPU_DEVICES sets the device count: drop a forced count from XLA_FLAGS, keep the
-    # rest (tests/conftest.py's cheap-compile flags: these runs are mostly compilation).
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    env["XLA_FLAGS"] = " ".join(flags)
-    return env
+    return child_env(devices, JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
 
 
 def _cmd(config, workdir, mesh, *flags):

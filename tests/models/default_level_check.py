@@ -10,7 +10,9 @@ import jax
 import numpy as np
 
 jax.config.update("jax_default_matmul_precision", "highest")  # as tests/conftest.py
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+# test_transformer, and tests/support/ (child_env) as pytest's pythonpath setting
+sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "support")]
 
 import test_transformer  # noqa: E402
 

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from child_env import CHEAP_COMPILES
 from flax import nnx
 
 from models.transformer import Transformer, TransformerConfig
@@ -234,12 +235,7 @@ def test_fused_params_are_the_unfused_draws_and_grads_match(ref):
     from models.layout import fuse_projections, split_projections
 
     here = os.path.dirname(os.path.abspath(__file__))
-    cheap = (  # tests/conftest.py's _CHEAP_COMPILES
-        "--xla_backend_optimization_level",
-        "--xla_llvm_disable_expensive_passes",
-        "--xla_cpu_use_fusion_emitters",
-        "--xla_cpu_parallel_codegen_split_count",
-    )
+    cheap = tuple(CHEAP_COMPILES)
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(cheap)]
     out = subprocess.run(
         [sys.executable, os.path.join(here, "default_level_check.py")],

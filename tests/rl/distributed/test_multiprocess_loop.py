@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+from child_env import child_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
@@ -41,12 +42,7 @@ def _free(port: int) -> bool:
 
 def _launch(workdir, *flags):
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", "LMRL_NO_PROGRESS": "1"}
-    # each process sets its own device count: drop a forced one, keep the cheap-compile flags
-    env["XLA_FLAGS"] = " ".join(
-        f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f
-    )
-    env.pop("JAX_NUM_CPU_DEVICES", None)
+    env = child_env()  # each process sets its own device count
     return [
         subprocess.Popen(
             [

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from child_env import child_env
 
 from rl.distributed.weight_sync import plan_buckets
 
@@ -76,10 +77,7 @@ def test_two_process_two_hop_sync_on_localhost():
     """Process 0 (trainer devices) -> process 1 (generator devices, another layout) over
     127.0.0.1 with gloo: bitwise equal shards on process 1, checksums agree across processes."""
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    # mp_sync.py sets its own device count: drop a forced one, keep the suite's cheap-compile flags
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    env["XLA_FLAGS"] = " ".join(flags)
+    env = child_env()  # mp_sync.py sets its own device count
     procs = [
         subprocess.Popen(
             [sys.executable, os.path.join(HERE, "mp_sync.py"), str(i), str(port)],
