@@ -26,11 +26,12 @@ run: setup
 # The suite caches every compiled program (threshold 0 s): with tests/conftest.py's cheap XLA
 # compiles most programs take under 0.2 s, and identical ones recur across tests and processes.
 # One pytest process keeps ~1.1 of 2 cores busy (compiles are single-threaded), so the suite runs
-# in TEST_WORKERS pytest-xdist workers, each taking whole test files (module fixtures run once).
+# in TEST_WORKERS pytest-xdist workers, each taking whole test files (module fixtures run once),
+# longest files first (tests/conftest.py orders them; --no-loadscope-reorder keeps that order).
 TEST_WORKERS ?= 2
 test: setup  # prints the suite's wall time (pytest's closing line states it too)
 	@start=$$(date +%s); JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile; rc=$$?; \
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder; rc=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s wall (JAX cache: $$JAX_COMPILATION_CACHE_DIR)"; \
 	exit $$rc
 

@@ -49,7 +49,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=8,<10",
-            "pytest-xdist>=3.6,<4",  # make test: 2 workers, one test file per worker at a time
+            "pytest-xdist>=3.7,<4",  # make test: 2 workers, whole files, --no-loadscope-reorder
             "hypothesis>=6.100,<7",
             "ruff>=0.6",
             # notebooks/: paired .py <-> .ipynb and headless execution (tests/notebooks)
