@@ -153,12 +153,13 @@ def calibrate_sigma(
     accountant: str = "rdp",
 ) -> float:
     """Smallest noise multiplier whose event meets (target_epsilon, delta)."""
+    dpa = _dpa()
     return float(
-        _dpa().calibrate_dp_mechanism(
+        dpa.calibrate_dp_mechanism(
             lambda: _accountant(accountant),
             make_event,
             target_epsilon,
             delta,
-            _dpa().LowerEndpointAndGuess(1e-3, 1.0),
+            dpa.LowerEndpointAndGuess(1e-3, 1.0),
         )
     )

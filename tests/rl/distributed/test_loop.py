@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from child_env import child_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
@@ -23,7 +24,7 @@ def _check(mode: str) -> dict:
         capture_output=True,
         text=True,
         timeout=900,
-        env={**os.environ, "PYTHONPATH": ROOT},
+        env=child_env(),  # the check script sets its own device count
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])

@@ -23,7 +23,7 @@ def _check(mode: str) -> dict:
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "PYTHONPATH": ROOT},
+        env=child_env(),  # the check script sets its own device count
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
