@@ -7,7 +7,10 @@ cheap-compile flags (its runs are mostly compilation), but not a forced host dev
 `devices` CPU devices through JAX_NUM_CPU_DEVICES, or (devices=None) sets its own count.
 """
 
+import json
 import os
+import subprocess
+import sys
 
 # tests/conftest.py sets these for the suite (see its docstring); tests/models/test_transformer.py
 # strips them for its default-level check.
@@ -38,3 +41,19 @@ def child_env(devices: int | None = None, **extra: str) -> dict[str, str]:
     if devices is not None:
         env["JAX_NUM_CPU_DEVICES"] = str(devices)
     return {**env, **extra}
+
+
+def run_check(script: str, *args: str, timeout: float) -> dict:
+    """Runs a check script (`python SCRIPT ARGS` from the repository root, in `child_env()`: the
+    script sets its own device count) and returns the JSON object on the last stdout line that
+    starts with "{". A non-zero exit fails with the end of the script's stderr."""
+    out = subprocess.run(
+        [sys.executable, script, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import optax
 import pytest
-from child_env import child_env
+from child_env import run_check
 
 from models.sharding import MeshError
 from train.checkpoint import Checkpointer, CheckpointError
@@ -134,16 +134,7 @@ def test_dry_run_llada8b_from_shapes_only():
 
 
 def _check(mode: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, os.path.join(HERE, "runtime_check.py"), mode],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=child_env(),  # the check script sets its own device count
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
+    return run_check(os.path.join(HERE, "runtime_check.py"), mode, timeout=600)
 
 
 @pytest.mark.slow

@@ -10,32 +10,19 @@ start's reward is ~0.55 and over steps 10-19 sync / k=1 / k=2 are +0.24 / +0.31 
 the control; the 0.05 margins below are about a fifth of that. This test's own run (its own
 SFT in a temporary directory, the same seed) passed at the commit that added it."""
 
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from child_env import child_env
+from child_env import run_check
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def runs():
-    out = subprocess.run(
-        [sys.executable, os.path.join(HERE, "dist_check.py"), "learn"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=2400,
-        env=child_env(),  # the check script sets its own device count
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
+    return run_check(os.path.join(HERE, "dist_check.py"), "learn", timeout=2400)
 
 
 def test_the_control_does_not_learn(runs):

@@ -4,30 +4,17 @@ and async_k (k=2) run on split sub-meshes with lags k and measurable off-policyn
 deterministic async mode is reproducible too. A dense stand-in reward is used (dist_check.py).
 ~2.5 min on the shared 2-core CPU, hence `slow`."""
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
-from child_env import child_env
+from child_env import run_check
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 pytestmark = pytest.mark.slow
 
 
 def _check(mode: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, os.path.join(HERE, "dist_check.py"), mode],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=child_env(),  # the check script sets its own device count
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
+    return run_check(os.path.join(HERE, "dist_check.py"), mode, timeout=900)
 
 
 @pytest.fixture(scope="module")

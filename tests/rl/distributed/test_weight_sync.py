@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from child_env import child_env
+from child_env import child_env, run_check
 
 from rl.distributed.weight_sync import plan_buckets
 
@@ -17,16 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 
 
 def _check(mode: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, os.path.join(HERE, "dist_check.py"), mode],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=child_env(),  # the check script sets its own device count
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
+    return run_check(os.path.join(HERE, "dist_check.py"), mode, timeout=600)
 
 
 def test_plan_buckets():
