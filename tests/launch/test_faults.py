@@ -14,6 +14,7 @@ import sys
 
 import jax
 import pytest
+from child_env import child_env
 
 from configs import sft
 from launch.main import run_experiment
@@ -21,7 +22,7 @@ from launch.workdir import lock_workdir, unlock_workdir
 from models.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = {**os.environ, "LMRL_NO_PROGRESS": "1", "JAX_PLATFORMS": "cpu"}
+ENV = child_env()
 
 
 def _config(**sft_overrides):

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+from child_env import child_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = "configs/sft.py:tiny"
 
@@ -27,7 +29,7 @@ def _cmd(workdir, *flags, config=TINY):
 
 
 def _run(cmd, timeout=240):
-    env = {**os.environ, "LMRL_NO_PROGRESS": "1", "JAX_PLATFORMS": "cpu"}
+    env = child_env()
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -48,7 +50,7 @@ def test_bad_flags_and_foreign_workdir_fail_fast_with_one_line(tmp_path):
         "variant": (_cmd(tmp_path / "c", config="configs/sft.py:tsk=sudoku4"), ["tsk"]),
         "foreign": (_cmd(foreign), ["fred"]),
     }
-    env = {**os.environ, "LMRL_NO_PROGRESS": "1", "JAX_PLATFORMS": "cpu"}
+    env = child_env()
     procs = {
         k: subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -84,7 +86,7 @@ def test_sigkill_resume_matches_uninterrupted_then_corrupt_checkpoint_is_one_lin
     ref = tmp_path / "ref"
     assert _run(_cmd(ref, *flags)).returncode == 0
     w = tmp_path / "killed"
-    env = {**os.environ, "LMRL_NO_PROGRESS": "1", "JAX_PLATFORMS": "cpu"}
+    env = child_env()
     proc = subprocess.Popen(
         _cmd(w, *flags), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from child_env import child_env
 
 from models.sharding import LOGICAL_RULES, logical_to_spec
 
@@ -30,7 +31,7 @@ def test_meshes_agree_with_single_device():
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PYTHONPATH": root},
+        env=child_env(),  # sharding_check.py sets its own device count
     )
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]

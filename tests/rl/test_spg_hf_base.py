@@ -7,6 +7,7 @@ import os
 import jax
 import numpy as np
 import pytest
+from child_env import child_env
 from flax import nnx
 from safetensors.numpy import save_file
 
@@ -173,7 +174,7 @@ def test_base_weights_are_fsdp_sharded_on_load(hf_dir, tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PYTHONPATH": root},
+        env=child_env(),
     )
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
 

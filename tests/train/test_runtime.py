@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import optax
 import pytest
-from child_env import run_check
+from child_env import child_env, run_check
 
 from models.sharding import MeshError
 from train.checkpoint import Checkpointer, CheckpointError
@@ -90,7 +90,7 @@ def test_finish_writes_result_and_plot(tmp_path, capsys):
 
 
 def _dry_run(config, *flags, devices=1, workdir="never_created"):
-    env = {**os.environ, "LMRL_NO_PROGRESS": "1", "JAX_NUM_CPU_DEVICES": str(devices)}
+    env = child_env(devices)
     cmd = [sys.executable, "-m", "launch.main", f"--config={config}", "--dry_run"]
     cmd += [f"--workdir={workdir}", *flags]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
