@@ -20,6 +20,7 @@ os.environ.setdefault("LMRL_NO_PROGRESS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from child_env import CHEAP_COMPILES  # noqa: E402  (tests/support/ is on sys.path: pyproject.toml)
+from suite_speed import load_only_jax_dialects, relax_gc  # noqa: E402
 
 _flags = os.environ.get("XLA_FLAGS", "")
 _extra = [f"{k}={v}" for k, v in CHEAP_COMPILES.items() if k not in _flags]
@@ -28,6 +29,7 @@ os.environ["XLA_FLAGS"] = " ".join([_flags, *_extra]).strip()
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+load_only_jax_dialects()  # fewer MLIR dialects per lowering (tests/support/suite_speed.py)
 
 
 # The heaviest test files, longest first (seconds of one cold run, 2026-12-03). `make test` runs
@@ -52,6 +54,10 @@ _LONGEST_FIRST = [
     "tests/rl/test_curriculum.py",  # 18
     "tests/rl/distributed/test_weight_sync.py",  # 15
 ]
+
+
+def pytest_collection_finish(session):
+    relax_gc()  # the imported modules' objects leave the collector (tests/support/suite_speed.py)
 
 
 def pytest_collection_modifyitems(config, items):

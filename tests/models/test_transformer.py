@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from child_env import CHEAP_COMPILES
+from child_env import CHEAP_COMPILES, child_env
 from flax import nnx
 
 from models.transformer import Transformer, TransformerConfig
@@ -240,7 +240,7 @@ def test_fused_params_are_the_unfused_draws_and_grads_match(ref):
     out = subprocess.run(
         [sys.executable, os.path.join(here, "default_level_check.py")],
         cwd=os.path.dirname(os.path.dirname(here)),
-        env={**os.environ, "XLA_FLAGS": " ".join(flags), "JAX_PLATFORMS": "cpu"},
+        env=child_env(XLA_FLAGS=" ".join(flags)),
         capture_output=True,
         text=True,
         timeout=600,

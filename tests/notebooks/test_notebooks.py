@@ -19,6 +19,7 @@ import sys
 import jupytext
 import nbformat
 import pytest
+from child_env import SUPPORT
 from nbclient import NotebookClient
 
 from data import tasks
@@ -108,6 +109,7 @@ def test_notebook_runs_tiny(src, kernel_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebooks' workdirs land here
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("PYTHONPATH", SUPPORT)  # its sitecustomize.py, as for every test child
     cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(
         ROOT, ".pytest_cache", "jax-notebooks"
     )

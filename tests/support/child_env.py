@@ -4,7 +4,9 @@ sys.path).
 
 `child_env`: the child runs on CPU without progress bars, imports this checkout, and keeps the
 cheap-compile flags (its runs are mostly compilation), but not a forced host device count: it gets
-`devices` CPU devices through JAX_NUM_CPU_DEVICES, or (devices=None) sets its own count.
+`devices` CPU devices through JAX_NUM_CPU_DEVICES, or (devices=None) sets its own count. This
+directory is on its PYTHONPATH too, so Python runs tests/support/sitecustomize.py at its startup
+(the suite's GC threshold and lighter MLIR contexts, as in the pytest workers).
 """
 
 import json
@@ -30,11 +32,13 @@ CHEAP_COMPILES = {
     "--xla_cpu_parallel_codegen_split_count": "1",
 }
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SUPPORT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(SUPPORT))
 
 
 def child_env(devices: int | None = None, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "LMRL_NO_PROGRESS": "1", "PYTHONPATH": ROOT}
+    path = os.pathsep.join([ROOT, SUPPORT])
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "LMRL_NO_PROGRESS": "1", "PYTHONPATH": path}
     flags = env.get("XLA_FLAGS", "").split()
     env["XLA_FLAGS"] = " ".join(f for f in flags if "device_count" not in f)
     env.pop("JAX_NUM_CPU_DEVICES", None)
