@@ -8,9 +8,10 @@ level, ~14.5 s at level 1 and ~10-14 s at level 0, and the fed vmap tests
 (tests/fed/test_fast_paths.py) took half their level-1 time at level 0. The compiled code runs
 slower, which a tiny model does not notice. Level 0 changes float results in the last bit (e.g. the
 truncated-normal initialiser's draws): the one test that compares bits with numbers recorded at the
-default level runs them in a subprocess without these flags (tests/models/default_level_check.py).
-Subprocesses started by tests inherit the setting through XLA_FLAGS. A flag already in XLA_FLAGS
-wins.
+default level runs them in a subprocess without the level flag (tests/models/default_level_check.py;
+the other flags keep those bits). Subprocesses started by tests inherit the setting through
+XLA_FLAGS. A flag already in XLA_FLAGS wins. tests/support/suite_speed.py's in-process savings
+(lighter MLIR contexts, a relaxed garbage collector) are applied here and in test subprocesses.
 """
 
 import os

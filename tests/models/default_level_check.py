@@ -1,6 +1,7 @@
 """Runs test_transformer.check_fused_params_are_the_unfused_draws at XLA's default optimisation
-level, in this fresh process (started by test_transformer.py without tests/conftest.py's cheap-
-compile flags): the recorded pre-fusion draws it compares bit for bit were made at that level.
+level, in this fresh process (started by test_transformer.py without tests/conftest.py's
+optimisation-level flag): the recorded pre-fusion draws it compares bit for bit were made at that
+level.
 Prints "ok" when every check passed; an assertion error exits non-zero."""
 
 import os

@@ -235,8 +235,11 @@ def test_fused_params_are_the_unfused_draws_and_grads_match(ref):
     from models.layout import fuse_projections, split_projections
 
     here = os.path.dirname(os.path.abspath(__file__))
-    cheap = tuple(CHEAP_COMPILES)
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(cheap)]
+    # Only the optimisation level changes these bits; the suite's other cheap-compile flags keep
+    # them (checked: 16 -> 11 CPU-s for the child with them kept).
+    level = "--xla_backend_optimization_level"
+    assert level in CHEAP_COMPILES
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(level)]
     out = subprocess.run(
         [sys.executable, os.path.join(here, "default_level_check.py")],
         cwd=os.path.dirname(os.path.dirname(here)),
