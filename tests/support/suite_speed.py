@@ -20,20 +20,17 @@ Subprocesses get the threshold only (tests/support/sitecustomize.py).
 import gc
 
 
-def load_only_jax_dialects() -> bool:
-    try:
-        from jax._src.interpreters import mlir
-    except ImportError:
-        return False
+def load_only_jax_dialects() -> None:
+    from jax._src.interpreters import mlir
+
     ctx = getattr(mlir, "JaxIrContext", None)
-    if ctx is None or not hasattr(ctx, "load_all_available_dialects"):
-        return False
+    if ctx is None:
+        return
 
     def load_func_dialect(self):
         self.dialects["func"]  # noqa: B018  (indexing loads the dialect)
 
     ctx.load_all_available_dialects = load_func_dialect
-    return True
 
 
 def relax_gc(young: int = 20_000, freeze: bool = True) -> None:
