@@ -8,8 +8,10 @@ variables, `+ - * / ^`, implicit multiplication, `\\frac`, `\\sqrt[n]{}`, `\\pi`
 30-digit literals, exponents up to 1000, and any power whose exact value sympy would compute is
 bounded before it is built (|exponent numerator| x bits of the base's numbers <= 4096). A deadline
 is checked at every token, and the whole conversion and comparison run under a CPU-time signal
-timer when called on the main thread. Values that are infinite, NaN, undefined (`1/0`) or outside
-the float range (|x| > 1e300 or 0 < |x| < 1e-300) are never equivalent to anything.
+timer when called on the main thread (Python's garbage collector paused, so a slow collection of
+the caller's objects does not turn a correct answer into a timeout). Values that are infinite,
+NaN, undefined (`1/0`) or outside the float range (|x| > 1e300 or 0 < |x| < 1e-300) are never
+equivalent to anything.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import re
 import signal
 import threading
 import time
+
+from data.safe_eval import gc_paused
 
 MAX_CHARS = 200
 MAX_DEPTH = 20
@@ -278,7 +282,9 @@ def equivalent(a: str, b: str, *, time_limit_s: float = 0.05, rel_tol: float = 1
     """
     warm_up()
     try:
-        with _alarm(time_limit_s):  # the whole conversion and comparison, not only the last part
+        # The whole conversion and comparison, not only the last part; a garbage collection of
+        # the caller's objects is not this comparison's time (see `gc_paused`).
+        with gc_paused(), _alarm(time_limit_s):
             ea = to_sympy(a, time_limit_s=time_limit_s)
             eb = to_sympy(b, time_limit_s=time_limit_s)
             if len(ea) != len(eb):

@@ -4,8 +4,8 @@ Countdown rewards in SPG (arXiv:2510.09541, §7) and d1 evaluate model-written e
 reference code calls Python `eval` behind a character whitelist, which still admits `9**9**9**9`
 (an effectively endless computation). Here model text is hostile input: we parse it with a small
 recursive-descent parser over exact `Fraction`s, with hard limits on input length, parenthesis
-nesting, literal size, intermediate size and CPU time of the calling thread. Any violation raises
-`EvalError`.
+nesting, literal size, intermediate size and CPU time of the calling thread (garbage collection
+excluded: see `gc_paused`). Any violation raises `EvalError`.
 
 Grammar (fixed mode)::
 
@@ -21,7 +21,9 @@ and `//`, with Python's rule that a non-zero integer literal may not start with 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import time
 from fractions import Fraction
 
@@ -196,15 +198,35 @@ def evaluate(
     Raises:
       EvalError: on any syntax error, limit violation, division by zero or timeout.
     """
-    deadline = time.thread_time() + time_limit_s
-    tokens = tokenize(text, python_ops=python_ops)
-    if not tokens:
-        raise EvalError("empty expression")
-    parser = _Parser(tokens, python_ops, deadline)
-    value = parser.expr()
-    if parser.pos != len(tokens):
-        raise EvalError(f"unexpected token {parser.peek()!r}")
-    return value
+    with gc_paused():
+        deadline = time.thread_time() + time_limit_s
+        tokens = tokenize(text, python_ops=python_ops)
+        if not tokens:
+            raise EvalError("empty expression")
+        parser = _Parser(tokens, python_ops, deadline)
+        value = parser.expr()
+        if parser.pos != len(tokens):
+            raise EvalError(f"unexpected token {parser.peek()!r}")
+        return value
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Keeps Python's cyclic garbage collector out of a CPU-time budget.
+
+    A collection runs on the thread that happens to allocate and, in a large process (a JAX
+    training run holding many objects), can take longer than `TIME_LIMIT_S`: inside `evaluate`
+    it would fail a valid answer with "time limit exceeded". The evaluator creates no reference
+    cycles, so pausing the collector for one evaluation leaves nothing behind. A collector that
+    was already disabled stays disabled.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def literals(text: str, *, python_ops: bool = False) -> list[Fraction]:

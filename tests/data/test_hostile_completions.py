@@ -1,13 +1,14 @@
 """Hostile model text: rewards never raise, never run code, stay in range, and take < 50 ms.
 
-Times are CPU time of the calling thread (`time.thread_time`): the test machine is shared, and
-wall-clock time would measure other people's load. The limits inside the parsers use CPU time too.
+Times are CPU time of the calling thread, garbage collection excluded (tests/support/cpu_budget.py):
+the test machine is shared, and wall-clock time would measure other people's load. The limits
+inside the parsers use CPU time too.
 """
 
 import os
-import time
 
 import pytest
+from cpu_budget import cpu_budget
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -78,11 +79,9 @@ def test_hostile_completions(name):
     for compat in ("fixed", "d1"):
         low, high = task.reward_range(compat)
         for text in HOSTILE:
-            start = time.thread_time()
-            r = task.reward(text, example, compat=compat)
-            m = task.metrics(text, example)
-            elapsed = time.thread_time() - start
-            assert elapsed < 0.05, (name, compat, text[:40], elapsed)
+            with cpu_budget(0.05, name, compat, text[:40]):
+                r = task.reward(text, example, compat=compat)
+                m = task.metrics(text, example)
             assert isinstance(r, float) and low <= r <= high, (name, compat, text[:40], r)
             assert all(isinstance(v, float) for v in m.values())
 
@@ -122,9 +121,8 @@ _TEXT = st.one_of(
 @given(text=_TEXT, name=st.sampled_from(sorted(EXAMPLES)), compat=st.sampled_from(["fixed", "d1"]))
 def test_random_strings(text, name, compat):
     task = tasks.get(name)
-    start = time.thread_time()
-    r = task.reward(text, EXAMPLES[name], compat=compat)
-    assert time.thread_time() - start < 0.05
+    with cpu_budget(0.05):
+        r = task.reward(text, EXAMPLES[name], compat=compat)
     low, high = task.reward_range(compat)
     assert low <= r <= high
 
@@ -171,11 +169,9 @@ def test_nonfinite_and_huge_answers_are_never_equivalent(pred):
     for ref in REFERENCES:
         if pred == ref:
             continue  # identical text is equal as a string, before any value is computed
-        start = time.thread_time()
-        ok = is_equivalent(pred, ref)
-        elapsed = time.thread_time() - start
+        with cpu_budget(0.05, pred, ref):
+            ok = is_equivalent(pred, ref)
         assert ok is False, (pred, ref)
-        assert elapsed < 0.05, (pred, ref, elapsed)
 
 
 @pytest.mark.parametrize("pred", NONFINITE_OR_HUGE)
@@ -186,9 +182,7 @@ def test_nonfinite_and_huge_completions_score_no_correctness(pred):
         if pred == ref:
             continue
         text = f"<reasoning>r</reasoning><answer>\\boxed{{{pred}}}</answer>"
-        start = time.thread_time()
-        correct = task.metrics(text, example)["correct"]
-        reward = task.reward(text, example, compat="fixed")
-        elapsed = time.thread_time() - start
+        with cpu_budget(0.05, pred, ref):
+            correct = task.metrics(text, example)["correct"]
+            reward = task.reward(text, example, compat="fixed")
         assert correct == 0.0 and reward < 2.0, (pred, ref, correct, reward)
-        assert elapsed < 0.05, (pred, ref, elapsed)
