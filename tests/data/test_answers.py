@@ -1,7 +1,7 @@
 """Answer extraction, Hendrycks normalisation and sympy-backed equivalence."""
 
 import pytest
-from cpu_budget import cpu_budget
+from cpu_budget import cpu_budget, slow_collector
 
 from data import answers, latex
 
@@ -80,23 +80,8 @@ def test_garbage_collection_does_not_count_against_the_time_limit():
     """A slow collection of the caller's objects (a large training process) must not turn a
     correct LaTeX answer into a timeout: with a collector that burns 60 ms of CPU per run and runs
     on every allocation, the comparison (limit 50 ms) still finds the answers equal."""
-    import gc
-    import time
-
-    def burn(phase, info):
-        if phase == "start":
-            end = time.thread_time() + 0.06
-            while time.thread_time() < end:
-                pass
-
     latex.warm_up()
-    threshold = gc.get_threshold()
-    gc.callbacks.append(burn)
-    gc.set_threshold(1)
-    try:
+    with slow_collector(0.06):
         equal = answers.is_equivalent("\\frac{1}{2}", "0.5")
         symbolic = latex.equivalent("(x+1)^2", "x^2+2x+1")
-    finally:
-        gc.set_threshold(*threshold)
-        gc.callbacks.remove(burn)
     assert equal and symbolic

@@ -4,11 +4,10 @@ Times are CPU time of this thread (the machine is shared), garbage collection ex
 """
 
 import contextlib
-import time
 from fractions import Fraction
 
 import pytest
-from cpu_budget import cpu_budget
+from cpu_budget import cpu_budget, slow_collector
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -105,23 +104,9 @@ def test_garbage_collection_does_not_count_against_the_time_limit():
     """A slow collection (a large training process) must not fail a valid answer: with a collector
     that burns 50 ms of this thread's CPU per run and runs on every allocation, a long valid
     expression still evaluates (the limit is 20 ms)."""
-    import gc
-
-    def burn(phase, info):
-        if phase == "start":
-            end = time.thread_time() + 0.05
-            while time.thread_time() < end:
-                pass
-
     text = "+".join(["(1+2)*3-4/5"] * 40)
-    threshold = gc.get_threshold()
-    gc.callbacks.append(burn)
-    gc.set_threshold(1)
-    try:
+    with slow_collector(0.05):
         value = evaluate(text)
-    finally:
-        gc.set_threshold(*threshold)
-        gc.callbacks.remove(burn)
     assert value == 40 * (Fraction(9) - Fraction(4, 5))
 
 
