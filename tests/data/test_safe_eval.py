@@ -93,9 +93,8 @@ HOSTILE = [
 def test_hostile_inputs_fast_and_contained(text):
     for python_ops in (False, True):
         value = None
-        with cpu_budget(0.05, python_ops):
-            with contextlib.suppress(EvalError):
-                value = evaluate(text, python_ops=python_ops)
+        with cpu_budget(0.05, python_ops), contextlib.suppress(EvalError):
+            value = evaluate(text, python_ops=python_ops)
         if value is not None:
             assert value.numerator.bit_length() <= safe_eval.MAX_VALUE_BITS
 
