@@ -46,7 +46,20 @@ def matmul_peak(n: int = 2048, dtype=jnp.float32, iters: int = 5) -> float:
     return best
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        return names[0] if names else ""
+    except OSError:
+        return ""
+
+
 def device_info() -> dict:
+    """The device, the host CPU model and this process's host allocator setting
+    (train/host_memory.py: "retain" where the benchmark applied it, else "system")."""
+    from train import host_memory
+
     d = jax.devices()[0]
     return {
         "platform": d.platform,
@@ -54,6 +67,8 @@ def device_info() -> dict:
         "num_devices": jax.device_count(),
         "host": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "host_malloc": host_memory.state(),
         "jax": jax.__version__,
     }
 

@@ -47,6 +47,7 @@ from flax import nnx
 import models.transformer as _this_transformer
 from bench.common import GPU300M, device_info, md_table, write_results
 from models.transformer import TransformerConfig
+from train.host_memory import retain_freed_memory
 from train.lm import make_ar_loss
 from train.state import TrainState, split_module
 from train.step import make_update_step
@@ -302,6 +303,7 @@ def other_rows(size: str) -> list[dict]:
 
 
 def main():
+    retain_freed_memory()  # as the CLI does, before JAX's first computation (train/host_memory.py)
     p = argparse.ArgumentParser()
     p.add_argument("--size", default="gpu300m" if jax.default_backend() == "gpu" else "cpu")
     p.add_argument("--steps", type=int, default=8, help="timed steps per repetition")

@@ -19,6 +19,7 @@ from ml_collections import config_flags
 
 from launch.workdir import lock_workdir, prepare_workdir, validate_config, write_result
 from models.errors import UserError
+from train.host_memory import retain_freed_memory
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file[:variant].", lock_config=True
@@ -78,6 +79,11 @@ def _exit_now(code: int):
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    try:  # before JAX starts its threads: XLA:CPU's step buffers stay mapped between steps
+        retain_freed_memory()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        _exit_now(2)
     try:
         config = _CONFIG.value
     except OSError as e:  # config_flags defers a failed load to the first access

@@ -37,6 +37,7 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from rl.distributed.channels import ChannelTimeout, Heartbeat, PeerDead, StalenessGate
+from train.host_memory import retain_freed_memory
 
 AUTHKEY_HELLO = b"lmrl-llamarl"
 
@@ -383,6 +384,7 @@ def main(argv=None):
 
     def _main(_):
         os.environ.setdefault("LMRL_NO_PROGRESS", "1")
+        retain_freed_memory()  # before JAX starts its threads, as launch/main.py does
         init_distributed(pid.value, port.value, devices_per_process=ndev.value)
         import jax
 

@@ -219,6 +219,7 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path):
         "mesh": (_cli(tmp_path / "d", "--config.mesh_shape=(7,1,1)"), ["mesh_shape"]),
         "under_file": (_cli(tmp_path / "f" / "w"), ["Not a directory"]),
         "locked": (_cli(held), [f"in use by another run (pid {os.getpid()})"]),
+        "malloc": (_cli(tmp_path / "g", prefix=("env", "LMRL_HOST_MALLOC=x")), ["MALLOC='x'"]),
     }
     prefix = _drop_root_privileges()
     if prefix is not None:
