@@ -24,7 +24,7 @@ libc.aligned_alloc.restype = ctypes.c_void_p  # as XLA:CPU allocates its buffers
 libc.free.argtypes = [ctypes.c_void_p]
 n = 256 << 20  # far above glibc's mmap threshold
 faults = []
-for _ in range(3):
+for _ in range(6):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     p = libc.aligned_alloc(64, n)
     ctypes.memset(p, 1, n)  # touches every page
@@ -53,9 +53,11 @@ def test_retain_reuses_a_freed_buffer_without_faults_and_system_does_not():
     retain, system = _child("retain"), _child("system")
     assert retain["mode"] == retain["state"] == "retain"
     assert system["mode"] == system["state"] == "system"
-    # The first allocation faults its pages in either way; after that only "retain" keeps them.
+    # The first allocation faults its pages in either way, and under "retain" the second one
+    # sometimes does too (in ~1 of 4 runs: a small allocation split the first freed block, so the
+    # next large one came from fresh heap); from the third on, "retain" reuses the pages.
     assert retain["faults"][0] > _PAGES // 2 and system["faults"][0] > _PAGES // 2
-    assert max(retain["faults"][1:]) < _PAGES // 100, retain
+    assert max(retain["faults"][2:]) < _PAGES // 100, retain
     assert min(system["faults"][1:]) > _PAGES // 2, system
 
 
