@@ -166,6 +166,7 @@ def main(argv=None):
     ap.add_argument("--chunk", type=int, default=5, help="client_chunk of the vmap_chunk modes")
     ap.add_argument("--oov-rounds", type=int, default=0)
     ap.add_argument("--oov-eval-clients", type=int, default=50)
+    ap.add_argument("--out", default="fed", help="results name under bench/results/")
     args = ap.parse_args(argv)
     os.environ.setdefault("LMRL_NO_PROGRESS", "1")
     counts = [int(c) for c in args.clients.split(",") if c]
@@ -217,7 +218,7 @@ def main(argv=None):
             md_table(oov_rows, list(oov_rows[0])),
         ]
     payload = {"meta": meta, "rows": rows, "oov_effect": oov_rows, "oov_meta": oov_meta}
-    write_results("fed", payload, "\n".join(md))
+    write_results(args.out, payload, "\n".join(md))
     print("\n".join(md))
 
 
