@@ -10,6 +10,8 @@ import time
 import jax
 import jax.numpy as jnp
 
+from train import host_memory
+
 # The ~300M-parameter GPU model that bench/mfu.py and bench/decode.py both measure.
 GPU300M = dict(
     vocab_size=32000, d_model=1024, n_layers=20, n_heads=16, n_kv_heads=8, d_ff=3072, max_len=1024
@@ -58,8 +60,6 @@ def _cpu_model() -> str:
 def device_info() -> dict:
     """The device, the host CPU model and this process's host allocator setting
     (train/host_memory.py: "retain" where the benchmark applied it, else "system")."""
-    from train import host_memory
-
     d = jax.devices()[0]
     return {
         "platform": d.platform,

@@ -5,14 +5,15 @@ glibc serves a request that large (the ~19M model's update step needs 1.03 GB) w
 each time and unmaps it on free, so every step page-faults the whole buffer in again: 258k minor
 faults and ~0.5 s of system CPU time per ~2.2 s step on the 2-core CPU (bench/results/mfu_idle.md).
 `retain_freed_memory()` asks glibc to serve every request from one heap arena and never hand freed
-memory back to the kernel (`mallopt`: M_ARENA_MAX 1, M_MMAP_MAX 0, M_TRIM_THRESHOLD INT_MAX): from
-the second step on the buffer is reused without a fault.
+memory back to the kernel (`mallopt`: M_ARENA_MAX 1, M_MMAP_MAX 0, M_TRIM_THRESHOLD INT_MAX): after
+the first step or two the buffer is reused without a fault.
 
 The cost: the process keeps its peak heap (its RSS does not fall after a large step), and threads
-share one arena's lock. It has to run before JAX starts its threads (a thread that already has its
-own arena keeps it, and that arena still maps large requests), so the CLI (`launch/main.py`) and
-`bench/mfu.py` call it before importing JAX; a notebook or library user can call it the same way
-first thing. `LMRL_HOST_MALLOC=system` turns it off. A no-op where the C library is not glibc.
+share one arena's lock. It has to run before JAX's first computation, which starts XLA's threads (a
+thread that already has its own arena keeps it, and that arena still maps large requests);
+importing JAX first is fine. The CLI (`launch/main.py`), the LlamaRL multiprocess entry and
+`bench/mfu.py` call it first thing; a notebook or library user can do the same.
+`LMRL_HOST_MALLOC=system` turns it off. A no-op where the C library is not glibc.
 """
 
 from __future__ import annotations
