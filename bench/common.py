@@ -59,7 +59,8 @@ def _cpu_model() -> str:
 
 def device_info() -> dict:
     """The device, the host CPU model and this process's host allocator setting
-    (train/host_memory.py: "retain" where the benchmark applied it, else "system")."""
+    (train/host_memory.state(): "retain" where the benchmark applied it, "system" where it did not
+    or was told not to, "unavailable" off glibc)."""
     d = jax.devices()[0]
     return {
         "platform": d.platform,

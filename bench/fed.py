@@ -175,7 +175,7 @@ def main(argv=None):
     if args.oov_rounds:
         oov_rows = _oov_effect(args.oov_rounds, args.oov_eval_clients)
         oov_meta = {"rounds": args.oov_rounds, "eval_clients": args.oov_eval_clients}
-    # a section not run this time keeps its previous rows (the OOV runs take ~15 minutes)
+    # a section not run this time keeps fed.json's rows, whatever --out is (OOV runs take ~15 min)
     prev_path = os.path.join(os.path.dirname(__file__), "results", "fed.json")
     prev = json.load(open(prev_path)) if os.path.exists(prev_path) else {}
     rows = rows if rows is not None else prev.get("rows", [])
